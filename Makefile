@@ -1,0 +1,43 @@
+# The README's commands. Each target creates .venv and installs what it needs.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
+
+.PHONY: run test bench lint format golden clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(DEV_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@ $(STAMP)
+
+## make run: train the built-in demo (toy workloads x optlib optimizers) and print a table.
+run: $(STAMP)
+	$(PY) -m experiments.demo
+
+## make test: the whole suite on CPU with 8 simulated devices.
+test: $(DEV_STAMP)
+	$(PY) -m pytest -n 2 -q tests
+
+## make bench: step time against optax and the memory floor; writes a table to stdout.
+bench: $(STAMP)
+	$(PY) -m benchmarks.step_time
+
+lint: $(DEV_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(DEV_STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

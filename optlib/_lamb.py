@@ -1,0 +1,190 @@
+"""LAMB: layer-wise adaptive moments for large-batch training (You et al., 2020)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from optlib import _layerwise, _masks, _validation
+
+
+class ScaleByLambState(NamedTuple):
+    """State of `scale_by_lamb`: the step count and Adam's two moments."""
+
+    count: jax.Array  # int32 scalar: number of updates applied so far.
+    mu: optax.Updates  # first moment, shaped and typed like the params.
+    nu: optax.Updates  # second moment, shaped and typed like the params.
+
+
+def scale_by_lamb(
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-6,
+    weight_decay: float = 0.0,
+    weight_decay_mask: _masks.PerLeafSpec = None,
+    adaptation_mask: _masks.PerLeafSpec = None,
+    trust_clip: float | None = None,
+    layer_axes: _masks.PerLeafSpec = None,
+) -> optax.GradientTransformation:
+    r"""Rescales updates by LAMB's layer-wise trust ratio (learning rate not applied).
+
+    For each layer :math:`l` (a leaf, or a slice of a stacked leaf), at step
+    :math:`t = 1, 2, \dots`:
+
+    .. math::
+        m_t &= \beta_1 m_{t-1} + (1 - \beta_1) g_t, \qquad
+        v_t = \beta_2 v_{t-1} + (1 - \beta_2) g_t^2 \\
+        r_t &= \frac{m_t / (1 - \beta_1^t)}{\sqrt{v_t / (1 - \beta_2^t)} + \epsilon}
+              + \lambda w_{t-1} \\
+        \tau_t &= \min\!\left(\frac{\|w_{t-1}\|}{\|r_t\|}, c\right)
+        \quad (\tau_t = 1 \text{ if either norm is } 0), \qquad
+        u_t = \tau_t r_t
+
+    This is the TF-Addons reference (the implementation the paper names): decoupled weight
+    decay is added to the Adam direction before the trust ratio, and the ratio uses the
+    identity scaling function with no clipping (:math:`c = \infty`) unless `trust_clip` is set.
+    Where `adaptation_mask` is False the ratio is 1 (plain AdamW direction for that leaf).
+
+    Args:
+      b1: decay rate of the first moment, in [0, 1).
+      b2: decay rate of the second moment, in [0, 1).
+      eps: added to the root of the second moment, >= 0.
+      weight_decay: decoupled weight decay :math:`\lambda`, >= 0.
+      weight_decay_mask: which leaves get weight decay (True = decayed); a pytree, a prefix of
+        one, or a callable of the params, e.g. `optlib.masks.exclude_1d`. None: every leaf.
+      adaptation_mask: which leaves get a trust ratio. None: the same as `weight_decay_mask`,
+        as in TF-Addons, where `exclude_from_layer_adaptation` defaults to the decay list.
+      trust_clip: optional upper bound :math:`c > 0` on the trust ratio.
+      layer_axes: per leaf, how many leading axes index stacked layers, each slice getting
+        its own ratio (see `optlib.masks.stacked_layers`). None: one ratio per leaf.
+
+    Returns:
+      A `GradientTransformation` whose state is a `ScaleByLambState`.
+
+    References:
+      You et al., "Large Batch Optimization for Deep Learning: Training BERT in 76 minutes",
+      ICLR 2020, arXiv:1904.00962.
+    """
+    _validation.check_beta("b1", b1)
+    _validation.check_beta("b2", b2)
+    _validation.check_non_negative("eps", eps)
+    _validation.check_non_negative("weight_decay", weight_decay)
+    if trust_clip is not None:
+        _validation.check_range("trust_clip", trust_clip, 0.0, None, low_open=True)
+    if adaptation_mask is None:
+        adaptation_mask = weight_decay_mask
+
+    def resolve(params):
+        return (
+            _masks.resolve_mask(weight_decay_mask, params, "weight_decay_mask"),
+            _masks.resolve_mask(adaptation_mask, params, "adaptation_mask"),
+            _masks.resolve_layer_axes(layer_axes, params, "layer_axes"),
+        )
+
+    def init_fn(params):
+        resolve(params)  # a mask that does not fit the params fails here, not mid-training
+        return ScaleByLambState(
+            count=jnp.zeros([], jnp.int32),
+            mu=optax.tree_utils.tree_zeros_like(params),
+            nu=optax.tree_utils.tree_zeros_like(params),
+        )
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError("scale_by_lamb needs the current params: call update(g, s, params)")
+        decay_flags, adapt_flags, axes = resolve(params)
+        count = optax.safe_increment(state.count)
+        treedef = jax.tree.structure(params)
+        out_u, out_m, out_v = [], [], []
+        leaves = zip(
+            treedef.flatten_up_to(updates),
+            treedef.flatten_up_to(state.mu),
+            treedef.flatten_up_to(state.nu),
+            jax.tree.leaves(params),
+            decay_flags,
+            adapt_flags,
+            axes,
+            strict=True,
+        )
+        for g, m, v, w, decay, adapt, num_axes in leaves:
+            dtype = _layerwise.compute_dtype(g.dtype)
+            g32, w32 = g.astype(dtype), w.astype(dtype)
+            t = count.astype(dtype)
+            m_new = b1 * m.astype(dtype) + (1 - b1) * g32
+            v_new = b2 * v.astype(dtype) + (1 - b2) * jnp.square(g32)
+            m_hat = m_new / (1 - b1**t)
+            v_hat = v_new / (1 - b2**t)
+            r = m_hat / (jnp.sqrt(v_hat) + eps)
+            if decay:
+                r = r + weight_decay * w32
+            if adapt:
+                ratio = _layerwise.safe_ratio(
+                    _layerwise.layer_norm(w32, num_axes), _layerwise.layer_norm(r, num_axes)
+                )
+                if trust_clip is not None:
+                    ratio = jnp.minimum(ratio, trust_clip)
+                r = ratio * r
+            out_u.append(r.astype(g.dtype))
+            out_m.append(m_new.astype(m.dtype))
+            out_v.append(v_new.astype(v.dtype))
+        new_state = ScaleByLambState(count, treedef.unflatten(out_m), treedef.unflatten(out_v))
+        return treedef.unflatten(out_u), new_state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def lamb(
+    learning_rate: optax.ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-6,
+    weight_decay: float = 0.0,
+    weight_decay_mask: _masks.PerLeafSpec = None,
+    adaptation_mask: _masks.PerLeafSpec = None,
+    trust_clip: float | None = None,
+    layer_axes: _masks.PerLeafSpec = None,
+) -> optax.GradientTransformation:
+    r"""LAMB: Adam with decoupled weight decay and a layer-wise trust ratio.
+
+    The update is :math:`w_t = w_{t-1} - \eta_t \tau_t r_t` with :math:`r_t, \tau_t` as in
+    `scale_by_lamb`, so each layer moves by :math:`\eta_t \|w_{t-1}\|` per step (before any
+    `trust_clip`), whatever the scale of its gradient.
+
+    Args:
+      learning_rate: a float >= 0 or a schedule (a callable of the step count).
+      b1, b2, eps, weight_decay, weight_decay_mask, adaptation_mask, trust_clip, layer_axes:
+        see `scale_by_lamb`.
+
+    Returns:
+      A `GradientTransformation`: `optax.chain(scale_by_lamb(...), scale_by_learning_rate)`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, optax, optlib
+      >>> params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
+      >>> opt = optlib.lamb(1e-2, weight_decay=0.01, weight_decay_mask=optlib.masks.exclude_1d)
+      >>> state = opt.init(params)
+      >>> grads = jax.tree.map(jnp.ones_like, params)
+      >>> updates, state = opt.update(grads, state, params)
+      >>> params = optax.apply_updates(params, updates)
+
+    References:
+      You et al., "Large Batch Optimization for Deep Learning: Training BERT in 76 minutes",
+      ICLR 2020, arXiv:1904.00962.
+    """
+    _validation.check_learning_rate(learning_rate)
+    return optax.chain(
+        scale_by_lamb(
+            b1=b1,
+            b2=b2,
+            eps=eps,
+            weight_decay=weight_decay,
+            weight_decay_mask=weight_decay_mask,
+            adaptation_mask=adaptation_mask,
+            trust_clip=trust_clip,
+            layer_axes=layer_axes,
+        ),
+        optax.scale_by_learning_rate(learning_rate),
+    )

@@ -1,0 +1,140 @@
+"""Per-leaf specifications: masks and stacked-layer axes.
+
+Several optimizers take per-leaf options: which leaves get weight decay, which get a trust
+ratio, and how many leading axes of a leaf index stacked layers (for parameters of a layer
+stack built with `jax.lax.scan` or `flax.linen.scan`). Each option is given as
+
+* `None`: the default for every leaf;
+* a pytree with the structure of the params, or a prefix of it (`{"encoder": False}` covers
+  every leaf under `encoder`);
+* a callable `params -> pytree`, evaluated on the params (or abstract params) it is used with.
+
+Masks follow optax's convention: `True` means the transformation applies to the leaf.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import optax
+
+PerLeafSpec = Any | Callable[[optax.Params], Any] | None
+
+
+def _path_string(path) -> str:
+    return jax.tree_util.keystr(path, simple=True, separator="/")
+
+
+def resolve_per_leaf(spec: PerLeafSpec, params: optax.Params, name: str, default: Any) -> list:
+    """Returns one value per leaf of `params` (flattened order), or raises a ValueError.
+
+    Args:
+      spec: None, a pytree matching (a prefix of) `params`, or a callable of `params`.
+      params: the parameters the spec applies to (may be abstract).
+      name: the user-facing argument name, used in error messages.
+      default: the per-leaf value when `spec` is None.
+    """
+    leaves, treedef = jax.tree.flatten(params)
+    if spec is None:
+        return [default] * len(leaves)
+    tree = spec(params) if callable(spec) else spec
+    try:
+        full = jax.tree.broadcast(tree, params)
+    except (ValueError, TypeError) as error:
+        raise ValueError(
+            f"{name} must be a pytree with the structure of the params (or a prefix of it), "
+            f"or a callable returning one; got structure {jax.tree.structure(tree)} for params "
+            f"with structure {treedef}"
+        ) from error
+    values = treedef.flatten_up_to(full)
+    return values
+
+
+def resolve_mask(mask: PerLeafSpec, params: optax.Params, name: str) -> list[bool]:
+    """Resolves a mask to one Python bool per leaf (True = applies)."""
+    values = resolve_per_leaf(mask, params, name, True)
+    for value in values:
+        if not isinstance(value, bool):
+            raise ValueError(
+                f"{name} must hold Python bools (True where the transformation applies), "
+                f"got a leaf {value!r} of type {type(value).__name__}"
+            )
+    return values
+
+
+def resolve_layer_axes(layer_axes: PerLeafSpec, params: optax.Params, name: str) -> list[int]:
+    """Resolves a stacked-layer spec to a number of leading layer axes per leaf."""
+    values = resolve_per_leaf(layer_axes, params, name, 0)
+    for value, leaf in zip(values, jax.tree.leaves(params), strict=True):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must hold ints >= 0 (leading layer axes), got {value!r}")
+        if value > leaf.ndim:
+            raise ValueError(
+                f"{name} asks for {value} leading layer axes on a leaf of shape {leaf.shape}"
+            )
+    return values
+
+
+def exclude_1d(params: optax.Params) -> Any:
+    """A mask that is False on leaves with ndim <= 1 (biases, norm scales) and True elsewhere.
+
+    Example:
+      >>> import jax.numpy as jnp, optlib
+      >>> params = {"w": jnp.ones((3, 2)), "b": jnp.ones(2)}
+      >>> optlib.masks.exclude_1d(params)
+      {'b': False, 'w': True}
+    """
+    return jax.tree.map(lambda leaf: leaf.ndim > 1, params)
+
+
+def exclude_paths(pattern: str) -> Callable[[optax.Params], Any]:
+    """A mask that is False on leaves whose key path matches the regex `pattern`.
+
+    Key paths are joined with "/", e.g. "encoder/layer_0/LayerNorm/scale". The regex is
+    searched, not anchored, like TF-Addons' `exclude_from_weight_decay` lists.
+
+    Example:
+      >>> import jax.numpy as jnp, optlib
+      >>> params = {"dense": {"kernel": jnp.ones((3, 2)), "bias": jnp.ones(2)}}
+      >>> optlib.masks.exclude_paths(r"bias|norm")(params)
+      {'dense': {'bias': False, 'kernel': True}}
+    """
+    regex = re.compile(pattern)
+    return lambda params: jax.tree_util.tree_map_with_path(
+        lambda path, _: regex.search(_path_string(path)) is None, params
+    )
+
+
+def only_paths(pattern: str) -> Callable[[optax.Params], Any]:
+    """A mask that is True only on leaves whose key path matches the regex `pattern`."""
+    regex = re.compile(pattern)
+    return lambda params: jax.tree_util.tree_map_with_path(
+        lambda path, _: regex.search(_path_string(path)) is not None, params
+    )
+
+
+def stacked_layers(pattern: str = r"(^|/)layers(/|$)", num_axes: int = 1):
+    """A `layer_axes` spec: leaves whose key path matches `pattern` are layer stacks.
+
+    Parameters of a block repeated with `jax.lax.scan` / `flax.linen.scan` carry the layer
+    index on their leading axis. Layer-wise optimizers then give each slice along the first
+    `num_axes` axes its own trust ratio instead of one ratio for the whole stack.
+
+    Example:
+      >>> import jax.numpy as jnp, optlib
+      >>> params = {"layers": {"w": jnp.ones((4, 8, 8))}, "head": jnp.ones((8, 2))}
+      >>> optlib.masks.stacked_layers("layers")(params)
+      {'head': 0, 'layers': {'w': 1}}
+    """
+    if num_axes < 1:
+        raise ValueError(f"num_axes must be an int >= 1, got {num_axes!r}")
+    regex = re.compile(pattern)
+    return lambda params: jax.tree_util.tree_map_with_path(
+        lambda path, leaf: num_axes
+        if regex.search(_path_string(path)) is not None and leaf.ndim > num_axes
+        else 0,
+        params,
+    )
