@@ -118,7 +118,9 @@ def scale_by_tvlars(
             "min_factor": (min_factor, 0.0),
         }
         for name, (value, repo_value) in fixed.items():
-            if _validation.concrete_scalar(value) != repo_value:
+            number = _validation.concrete_scalar(value)
+            # inject_hyperparams hands the value back as a float32 array: compare loosely.
+            if number is None or abs(number - repo_value) > 1e-6 * max(1.0, abs(repo_value)):
                 raise ValueError(
                     f"repo_compat=True fixes {name}={repo_value} (the repository hard-codes it); "
                     f"got {name}={value!r}. Use repo_compat=False to set it."

@@ -1,0 +1,296 @@
+"""The optimizer contract: every optimizer in optlib joins this table with one line.
+
+Each `Case` names a factory `f(learning_rate, **kwargs)` and the learning rates with which it
+must converge on the two toy problems (with a cosine decay over `STEPS` steps). Every test
+below runs for every case.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+import optlib
+
+STEPS = 500
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    name: str
+    factory: Callable[..., optax.GradientTransformation]
+    kwargs: dict[str, Any]
+    parabola_lr: float
+    rosenbrock_lr: float
+
+    def make(self, learning_rate: optax.ScalarOrSchedule = 1e-2) -> optax.GradientTransformation:
+        return self.factory(learning_rate, **self.kwargs)
+
+
+CASES = [
+    Case("lamb", optlib.lamb, dict(weight_decay=1e-4), 0.1, 0.1),
+    Case("lamb_1d_excluded", optlib.lamb, dict(weight_decay=1e-4,
+         weight_decay_mask=optlib.masks.exclude_1d, trust_clip=10.0), 0.1, 0.1),
+    Case("lars", optlib.lars, dict(trust_coefficient=1.0), 0.01, 0.03),
+    Case("lars_combined_nesterov", optlib.lars, dict(trust_coefficient=1.0, weight_decay=1e-5,
+         denominator="combined", nesterov=True), 0.01, 0.03),
+    Case("tvlars", optlib.tvlars, dict(trust_coefficient=1.0, weight_decay=0.0, alpha=1.0,
+         decay_rate=1e-2, delay_steps=10.0, min_factor=0.1), 0.1, 0.1),
+    Case("tvlars_repo", optlib.tvlars, dict(trust_coefficient=1.0, weight_decay=0.0,
+         decay_rate=1e-2, repo_compat=True), 0.01, 0.01),
+]
+
+pytestmark = pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+
+
+# --- problems -----------------------------------------------------------------------------
+
+
+def parabola(params):
+    a = jnp.arange(1.0, 13.0).reshape(4, 3) / 4
+    target = jnp.linspace(-1.0, 1.0, 12).reshape(4, 3) + 0.5
+    return 0.5 * jnp.sum(a * (params["w"] - target) ** 2) + 0.5 * jnp.sum(
+        (params["b"] - jnp.array([1.0, -2.0, 0.5])) ** 2
+    )
+
+
+def rosenbrock(params):
+    x, y = params["xy"][0, 0], params["xy"][0, 1]
+    return (1 - x) ** 2 + 100 * (y - x**2) ** 2
+
+
+def parabola_start(dtype=jnp.float32):
+    return {
+        "w": jnp.full((4, 3), 0.3, dtype),
+        "b": jnp.array([0.2, 0.4, -0.3], dtype),
+    }
+
+
+# A (1, 2) leaf, so masks that exclude 1-D leaves still adapt it.
+ROSENBROCK_START = {"xy": jnp.array([[-1.2, 1.0]])}
+
+
+def train(opt, loss_fn, params, steps):
+    """`steps` updates inside one compiled loop; returns the final params."""
+
+    def body(_, carry):
+        params, state = carry
+        grads = jax.grad(loss_fn)(params)
+        updates, state = opt.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    return jax.lax.fori_loop(0, steps, body, (params, opt.init(params)))[0]
+
+
+train_jit = jax.jit(train, static_argnums=(0, 1, 3))
+
+
+def run_steps(opt, params, steps=3, loss_fn=parabola, **extra):
+    state = opt.init(params)
+    for _ in range(steps):
+        grads = jax.grad(loss_fn)(params)
+        updates, state = opt.update(grads, state, params, **extra)
+        params = optax.apply_updates(params, updates)
+    return params, state
+
+
+def assert_trees_close(a, b, rtol=1e-6, atol=1e-6):
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=rtol, atol=atol), a, b)
+
+
+# --- the contract ---------------------------------------------------------------------------
+
+
+def test_converges_on_parabola(case):
+    opt = case.make(optax.cosine_decay_schedule(case.parabola_lr, STEPS))
+    final = train_jit(opt, parabola, parabola_start(), STEPS)
+    assert float(parabola(final)) < 1e-5, f"{case.name}: {float(parabola(final))}"
+
+
+def test_converges_on_rosenbrock(case):
+    opt = case.make(optax.cosine_decay_schedule(case.rosenbrock_lr, STEPS))
+    final = train_jit(opt, rosenbrock, ROSENBROCK_START, STEPS)
+    assert float(rosenbrock(final)) < 1e-2, f"{case.name}: {float(rosenbrock(final))}"
+
+
+def test_jit_does_not_recompile(case):
+    opt = case.make()
+    traces = []
+
+    @jax.jit
+    def step(params, state):
+        traces.append(1)
+        grads = jax.grad(parabola)(params)
+        updates, state = opt.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    params = parabola_start()
+    state = opt.init(params)
+    params, state = step(params, state)
+    params, state = step(params, state)
+    jax.block_until_ready(params)
+    assert len(traces) == 1
+
+
+def test_inside_chain(case):
+    # A clip that never binds must leave the trajectory unchanged.
+    plain, _ = run_steps(case.make(), parabola_start())
+    chained, _ = run_steps(optax.chain(optax.clip_by_global_norm(1e9), case.make()),
+                           parabola_start())
+    assert_trees_close(plain, chained)
+
+
+def test_inject_hyperparams_matches_plain(case):
+    # optax treats every callable argument as a schedule unless it is named in static_args.
+    static = tuple(k for k, v in case.kwargs.items() if callable(v))
+    injected = optax.inject_hyperparams(case.factory, static_args=static)(
+        learning_rate=1e-2, **case.kwargs
+    )
+    plain, _ = run_steps(case.make(1e-2), parabola_start())
+    via_inject, state = run_steps(injected, parabola_start())
+    assert_trees_close(plain, via_inject)
+    assert float(state.hyperparams["learning_rate"]) == pytest.approx(1e-2)
+
+
+def test_multi_steps(case):
+    # Params stay put within an accumulation, so k identical micro-batches average to the
+    # same gradient: 2k micro-steps equal 2 plain steps.
+    k = 3
+    multi, _ = run_steps(optax.MultiSteps(case.make(), every_k_schedule=k), parabola_start(),
+                         steps=2 * k)
+    plain, _ = run_steps(case.make(), parabola_start(), steps=2)
+    assert_trees_close(plain, multi)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_dtypes_are_kept(case, dtype):
+    opt = case.make()
+    params = parabola_start(dtype)
+    state = opt.init(params)
+    grads = jax.grad(parabola)(params)
+    updates, state = opt.update(grads, state, params)
+    new_params = optax.apply_updates(params, updates)
+    for tree in (updates, new_params):
+        for leaf in jax.tree.leaves(tree):
+            assert leaf.dtype == dtype
+            assert bool(jnp.all(jnp.isfinite(leaf)))
+    for leaf in jax.tree.leaves(state):
+        if leaf.ndim > 0:
+            assert leaf.dtype == dtype
+
+
+@pytest.mark.parametrize("zero_params", [False, True])
+def test_zero_gradient_is_finite(case, zero_params):
+    opt = case.make()
+    params = parabola_start()
+    if zero_params:
+        params = jax.tree.map(jnp.zeros_like, params)
+    state = opt.init(params)
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    for _ in range(2):
+        updates, state = opt.update(zeros, state, params)
+        params = optax.apply_updates(params, updates)
+    for leaf in jax.tree.leaves((params, state)):
+        assert bool(jnp.all(jnp.isfinite(leaf)))
+
+
+def test_unknown_extra_args_are_accepted(case):
+    plain, _ = run_steps(case.make(), parabola_start(), steps=2)
+    extra, _ = run_steps(case.make(), parabola_start(), steps=2, value=jnp.float32(1.0),
+                         unknown_flag=True)
+    assert_trees_close(plain, extra)
+
+
+def test_init_on_abstract_params(case):
+    opt = case.make()
+    params = parabola_start()
+    abstract = jax.eval_shape(opt.init, jax.tree.map(jax.ShapeDtypeStruct.from_array
+                                                     if hasattr(jax.ShapeDtypeStruct,
+                                                                "from_array")
+                                                     else lambda x: jax.ShapeDtypeStruct(
+                                                         x.shape, x.dtype), params))
+    concrete = opt.init(params)
+    assert jax.tree.structure(abstract) == jax.tree.structure(concrete)
+    for a, c in zip(jax.tree.leaves(abstract), jax.tree.leaves(concrete), strict=True):
+        assert (a.shape, a.dtype) == (c.shape, c.dtype)
+
+
+def test_donated_jitted_step(case):
+    opt = case.make()
+
+    def step(params, state):
+        grads = jax.grad(parabola)(params)
+        updates, state = opt.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    donating = jax.jit(step, donate_argnums=(0, 1))
+    params = parabola_start()
+    state = opt.init(params)
+    for _ in range(3):
+        params, state = donating(params, state)
+        jax.block_until_ready(params)
+    expected, _ = run_steps(opt, parabola_start(), steps=3)
+    assert_trees_close(expected, params)
+
+
+def test_sharded_state_and_step_match_single_device(case):
+    devices = jax.devices()
+    assert len(devices) == 8
+    mesh = jax.make_mesh((8,), ("data",), devices=devices,
+                         axis_types=(jax.sharding.AxisType.Auto,))
+    # Distinct shapes so each state leaf can be matched to its param by shape.
+    single = {
+        "w": jnp.linspace(-1.0, 1.0, 8 * 6).reshape(8, 6),
+        "stack": jnp.linspace(0.5, 2.0, 4 * 8 * 2).reshape(4, 8, 2),
+        "b": jnp.linspace(0.1, 0.5, 5),
+    }
+    specs = {"w": P("data", None), "stack": P(None, "data", None), "b": P()}
+    shardings = {k: NamedSharding(mesh, s) for k, s in specs.items()}
+    sharded = {k: jax.device_put(v, shardings[k]) for k, v in single.items()}
+    by_shape = {v.shape: shardings[k] for k, v in single.items()}
+
+    def loss_fn(params):
+        return sum(0.5 * jnp.sum((leaf - 0.3) ** 2 * (1 + jnp.abs(leaf))) for leaf in
+                   jax.tree.leaves(params))
+
+    opt = case.make()
+
+    def check_state_shardings(state):
+        for leaf in jax.tree.leaves(state):
+            if leaf.ndim > 0:
+                assert leaf.sharding.is_equivalent_to(by_shape[leaf.shape], leaf.ndim), (
+                    leaf.shape, leaf.sharding)
+
+    @jax.jit
+    def step(params, state):
+        grads = jax.grad(loss_fn)(params)
+        updates, state = opt.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    # Eager init places zeros like the params; a jitted init needs out_shardings (the
+    # training loop derives them from the params' shardings).
+    state = opt.init(sharded)
+    check_state_shardings(state)
+    params = sharded
+    for _ in range(3):
+        params, state = step(params, state)
+        jax.block_until_ready(params)  # XLA:CPU collectives deadlock if steps pile up
+    check_state_shardings(state)
+    for k, leaf in params.items():
+        assert leaf.sharding.is_equivalent_to(shardings[k], leaf.ndim)
+
+    expected = jax.device_put(single, devices[0])
+    expected_state = opt.init(expected)
+    for _ in range(3):
+        expected, expected_state = step(expected, expected_state)
+        jax.block_until_ready(expected)
+    assert_trees_close(expected, params, rtol=1e-6, atol=1e-6)
