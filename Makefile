@@ -25,11 +25,11 @@ run: $(STAMP)
 
 ## make test: the whole suite on CPU with 8 simulated devices.
 test: $(DEV_STAMP)
-	$(PY) -m pytest -n 2 -q tests
+	$(PY) -m pytest -n 2 -q tests --doctest-modules optlib
 
 ## make bench: step time against optax and the memory floor; writes a table to stdout.
 bench: $(STAMP)
-	$(PY) -m benchmarks.step_time
+	$(PY) -m experiments.benchmarks.step_time
 
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .

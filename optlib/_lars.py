@@ -50,9 +50,7 @@ def lars_direction(
         w_norm = jnp.minimum(w_norm, norm_clip)
         den = jnp.minimum(den, norm_clip)
     ok = (w_norm > 0) & (den > 0)
-    ratio = jnp.where(
-        ok, trust_coefficient * w_norm / jnp.where(ok, den + eps, 1), 1.0
-    )
+    ratio = jnp.where(ok, trust_coefficient * w_norm / jnp.where(ok, den + eps, 1), 1.0)
     return ratio.astype(dtype) * direction
 
 

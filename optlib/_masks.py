@@ -10,6 +10,9 @@ stack built with `jax.lax.scan` or `flax.linen.scan`). Each option is given as
 * a callable `params -> pytree`, evaluated on the params (or abstract params) it is used with.
 
 Masks follow optax's convention: `True` means the transformation applies to the leaf.
+
+Under `optax.inject_hyperparams`, name callable specs in `static_args` (optax treats every
+other callable argument as a schedule), or pass the resolved tree instead of the callable.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 
 PerLeafSpec = Any | Callable[[optax.Params], Any] | None
@@ -78,6 +82,25 @@ def resolve_layer_axes(layer_axes: PerLeafSpec, params: optax.Params, name: str)
     return values
 
 
+def _reject_step_count(params: Any, helper: str) -> None:
+    """Fails loudly when optax.inject_hyperparams calls a mask helper as if it were a schedule.
+
+    inject_hyperparams treats every callable argument as a schedule of the step count unless
+    it is named in `static_args`; the helper would then see an int32 scalar and silently mask
+    every leaf.
+    """
+    leaves = jax.tree.leaves(params)
+    if len(leaves) == 1 and getattr(leaves[0], "ndim", None) == 0:
+        dtype = getattr(leaves[0], "dtype", None)
+        if dtype is not None and jnp.issubdtype(dtype, jnp.integer):
+            raise ValueError(
+                f"optlib.masks.{helper} was called with a step count instead of params: "
+                "optax.inject_hyperparams treats callables as schedules. Name the mask "
+                "argument in static_args, e.g. optax.inject_hyperparams(optlib.lamb, "
+                "static_args=('weight_decay_mask',)), or pass the resolved tree."
+            )
+
+
 def exclude_1d(params: optax.Params) -> Any:
     """A mask that is False on leaves with ndim <= 1 (biases, norm scales) and True elsewhere.
 
@@ -87,6 +110,7 @@ def exclude_1d(params: optax.Params) -> Any:
       >>> optlib.masks.exclude_1d(params)
       {'b': False, 'w': True}
     """
+    _reject_step_count(params, "exclude_1d")
     return jax.tree.map(lambda leaf: leaf.ndim > 1, params)
 
 
@@ -103,17 +127,27 @@ def exclude_paths(pattern: str) -> Callable[[optax.Params], Any]:
       {'dense': {'bias': False, 'kernel': True}}
     """
     regex = re.compile(pattern)
-    return lambda params: jax.tree_util.tree_map_with_path(
-        lambda path, _: regex.search(_path_string(path)) is None, params
-    )
+
+    def mask(params):
+        _reject_step_count(params, "exclude_paths")
+        return jax.tree_util.tree_map_with_path(
+            lambda path, _: regex.search(_path_string(path)) is None, params
+        )
+
+    return mask
 
 
 def only_paths(pattern: str) -> Callable[[optax.Params], Any]:
     """A mask that is True only on leaves whose key path matches the regex `pattern`."""
     regex = re.compile(pattern)
-    return lambda params: jax.tree_util.tree_map_with_path(
-        lambda path, _: regex.search(_path_string(path)) is not None, params
-    )
+
+    def mask(params):
+        _reject_step_count(params, "only_paths")
+        return jax.tree_util.tree_map_with_path(
+            lambda path, _: regex.search(_path_string(path)) is not None, params
+        )
+
+    return mask
 
 
 def stacked_layers(pattern: str = r"(^|/)layers(/|$)", num_axes: int = 1):
@@ -132,9 +166,16 @@ def stacked_layers(pattern: str = r"(^|/)layers(/|$)", num_axes: int = 1):
     if num_axes < 1:
         raise ValueError(f"num_axes must be an int >= 1, got {num_axes!r}")
     regex = re.compile(pattern)
-    return lambda params: jax.tree_util.tree_map_with_path(
-        lambda path, leaf: num_axes
-        if regex.search(_path_string(path)) is not None and leaf.ndim > num_axes
-        else 0,
-        params,
-    )
+
+    def layer_axes(params):
+        _reject_step_count(params, "stacked_layers")
+        return jax.tree_util.tree_map_with_path(
+            lambda path, leaf: (
+                num_axes
+                if regex.search(_path_string(path)) is not None and leaf.ndim > num_axes
+                else 0
+            ),
+            params,
+        )
+
+    return layer_axes

@@ -1,4 +1,4 @@
-"""The golden-trajectory harness: replays the authors' reference runs on the toy of ALGORITHMS.md §13.
+"""The golden-trajectory harness: replays the authors' reference runs (ALGORITHMS.md §13).
 
 `tests/testdata/golden_*.json` hold, per step k = 1, 2, ..., the loss before the step and both
 parameter leaves after it, produced by running the authors' own implementations in float64.
@@ -70,12 +70,18 @@ def replay(
         params = optax.apply_updates(params, updates)
         step = record["k"]
         np.testing.assert_allclose(
-            float(loss), record["loss_before"], rtol=RTOL, atol=ATOL,
+            float(loss),
+            record["loss_before"],
+            rtol=RTOL,
+            atol=ATOL,
             err_msg=f"loss before step {step}",
         )
         for leaf in ("p1", "p2"):
             np.testing.assert_allclose(
-                np.ravel(params[leaf]), record[leaf], rtol=RTOL, atol=ATOL,
+                np.ravel(params[leaf]),
+                record[leaf],
+                rtol=RTOL,
+                atol=ATOL,
                 err_msg=f"{leaf} after step {step}",
             )
         seen.append({"k": step, "params": params, "state": state})

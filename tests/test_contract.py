@@ -38,15 +38,42 @@ class Case:
 
 CASES = [
     Case("lamb", optlib.lamb, dict(weight_decay=1e-4), 0.1, 0.1),
-    Case("lamb_1d_excluded", optlib.lamb, dict(weight_decay=1e-4,
-         weight_decay_mask=optlib.masks.exclude_1d, trust_clip=10.0), 0.1, 0.1),
+    Case(
+        "lamb_1d_excluded",
+        optlib.lamb,
+        dict(weight_decay=1e-4, weight_decay_mask=optlib.masks.exclude_1d, trust_clip=10.0),
+        0.1,
+        0.1,
+    ),
     Case("lars", optlib.lars, dict(trust_coefficient=1.0), 0.01, 0.03),
-    Case("lars_combined_nesterov", optlib.lars, dict(trust_coefficient=1.0, weight_decay=1e-5,
-         denominator="combined", nesterov=True), 0.01, 0.03),
-    Case("tvlars", optlib.tvlars, dict(trust_coefficient=1.0, weight_decay=0.0, alpha=1.0,
-         decay_rate=1e-2, delay_steps=10.0, min_factor=0.1), 0.1, 0.1),
-    Case("tvlars_repo", optlib.tvlars, dict(trust_coefficient=1.0, weight_decay=0.0,
-         decay_rate=1e-2, repo_compat=True), 0.01, 0.01),
+    Case(
+        "lars_combined_nesterov",
+        optlib.lars,
+        dict(trust_coefficient=1.0, weight_decay=1e-5, denominator="combined", nesterov=True),
+        0.01,
+        0.03,
+    ),
+    Case(
+        "tvlars",
+        optlib.tvlars,
+        dict(
+            trust_coefficient=1.0,
+            weight_decay=0.0,
+            alpha=1.0,
+            decay_rate=1e-2,
+            delay_steps=10.0,
+            min_factor=0.1,
+        ),
+        0.1,
+        0.1,
+    ),
+    Case(
+        "tvlars_repo",
+        optlib.tvlars,
+        dict(trust_coefficient=1.0, weight_decay=0.0, decay_rate=1e-2, repo_compat=True),
+        0.01,
+        0.01,
+    ),
 ]
 
 pytestmark = pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
@@ -144,8 +171,9 @@ def test_jit_does_not_recompile(case):
 def test_inside_chain(case):
     # A clip that never binds must leave the trajectory unchanged.
     plain, _ = run_steps(case.make(), parabola_start())
-    chained, _ = run_steps(optax.chain(optax.clip_by_global_norm(1e9), case.make()),
-                           parabola_start())
+    chained, _ = run_steps(
+        optax.chain(optax.clip_by_global_norm(1e9), case.make()), parabola_start()
+    )
     assert_trees_close(plain, chained)
 
 
@@ -165,8 +193,9 @@ def test_multi_steps(case):
     # Params stay put within an accumulation, so k identical micro-batches average to the
     # same gradient: 2k micro-steps equal 2 plain steps.
     k = 3
-    multi, _ = run_steps(optax.MultiSteps(case.make(), every_k_schedule=k), parabola_start(),
-                         steps=2 * k)
+    multi, _ = run_steps(
+        optax.MultiSteps(case.make(), every_k_schedule=k), parabola_start(), steps=2 * k
+    )
     plain, _ = run_steps(case.make(), parabola_start(), steps=2)
     assert_trees_close(plain, multi)
 
@@ -205,19 +234,24 @@ def test_zero_gradient_is_finite(case, zero_params):
 
 def test_unknown_extra_args_are_accepted(case):
     plain, _ = run_steps(case.make(), parabola_start(), steps=2)
-    extra, _ = run_steps(case.make(), parabola_start(), steps=2, value=jnp.float32(1.0),
-                         unknown_flag=True)
+    extra, _ = run_steps(
+        case.make(), parabola_start(), steps=2, value=jnp.float32(1.0), unknown_flag=True
+    )
     assert_trees_close(plain, extra)
 
 
 def test_init_on_abstract_params(case):
     opt = case.make()
     params = parabola_start()
-    abstract = jax.eval_shape(opt.init, jax.tree.map(jax.ShapeDtypeStruct.from_array
-                                                     if hasattr(jax.ShapeDtypeStruct,
-                                                                "from_array")
-                                                     else lambda x: jax.ShapeDtypeStruct(
-                                                         x.shape, x.dtype), params))
+    abstract = jax.eval_shape(
+        opt.init,
+        jax.tree.map(
+            jax.ShapeDtypeStruct.from_array
+            if hasattr(jax.ShapeDtypeStruct, "from_array")
+            else lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+            params,
+        ),
+    )
     concrete = opt.init(params)
     assert jax.tree.structure(abstract) == jax.tree.structure(concrete)
     for a, c in zip(jax.tree.leaves(abstract), jax.tree.leaves(concrete), strict=True):
@@ -245,8 +279,7 @@ def test_donated_jitted_step(case):
 def test_sharded_state_and_step_match_single_device(case):
     devices = jax.devices()
     assert len(devices) == 8
-    mesh = jax.make_mesh((8,), ("data",), devices=devices,
-                         axis_types=(jax.sharding.AxisType.Auto,))
+    mesh = jax.make_mesh((8,), ("data",), devices=devices, axis_types=(jax.sharding.AxisType.Auto,))
     # Distinct shapes so each state leaf can be matched to its param by shape.
     single = {
         "w": jnp.linspace(-1.0, 1.0, 8 * 6).reshape(8, 6),
@@ -259,8 +292,10 @@ def test_sharded_state_and_step_match_single_device(case):
     by_shape = {v.shape: shardings[k] for k, v in single.items()}
 
     def loss_fn(params):
-        return sum(0.5 * jnp.sum((leaf - 0.3) ** 2 * (1 + jnp.abs(leaf))) for leaf in
-                   jax.tree.leaves(params))
+        return sum(
+            0.5 * jnp.sum((leaf - 0.3) ** 2 * (1 + jnp.abs(leaf)))
+            for leaf in jax.tree.leaves(params)
+        )
 
     opt = case.make()
 
@@ -268,7 +303,9 @@ def test_sharded_state_and_step_match_single_device(case):
         for leaf in jax.tree.leaves(state):
             if leaf.ndim > 0:
                 assert leaf.sharding.is_equivalent_to(by_shape[leaf.shape], leaf.ndim), (
-                    leaf.shape, leaf.sharding)
+                    leaf.shape,
+                    leaf.sharding,
+                )
 
     @jax.jit
     def step(params, state):

@@ -29,7 +29,11 @@ def test_lars_matches_reference_with_1d_leaves_excluded(x64):
 
 def test_tvlars_repo_mode_matches_reference(x64):
     opt = optlib.tvlars(
-        1.0, momentum=0.9, weight_decay=5e-4, trust_coefficient=0.02, decay_rate=0.1,
+        1.0,
+        momentum=0.9,
+        weight_decay=5e-4,
+        trust_coefficient=0.02,
+        decay_rate=0.1,
         repo_compat=True,
     )
     golden.replay(opt, REFERENCE[TVLARS_KEY])
@@ -56,5 +60,6 @@ def test_replay_detects_a_wrong_optimizer(x64):
     # The harness must be able to fail: the paper-denominator LARS without masks is not the
     # reference run.
     with pytest.raises(AssertionError):
-        golden.replay(optlib.lars(1.0, weight_decay=5e-4, trust_coefficient=0.02),
-                      REFERENCE[LARS_KEY])
+        golden.replay(
+            optlib.lars(1.0, weight_decay=5e-4, trust_coefficient=0.02), REFERENCE[LARS_KEY]
+        )

@@ -1,0 +1,1 @@
+"""Everything that runs: configs, workloads, the training loop, and the demo."""

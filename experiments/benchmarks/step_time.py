@@ -1,0 +1,170 @@
+"""Step time of optlib's optimizers against optax and the memory-bandwidth floor.
+
+    python -m experiments.benchmarks.step_time [--leaves 20] [--leaf-size 500000] [--rounds 30]
+
+The params are `--leaves` float32 leaves of `--leaf-size` elements (default ~10M params in
+20 leaves). Each method is one jitted `update` + `apply_updates` that donates params and
+state. The floor is one jitted read+write pass `x * c` over the same tree, `c` a runtime
+scalar, also donated. Runs are interleaved: in each round every method runs once right after
+a floor run, and each reported ratio is the median over rounds of the paired ratios, so slow
+drifts of a shared machine cancel out. Timings are never asserted in tests; the numbers go
+into BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import optlib
+
+# (name, ours, optax equivalent or None); same hyper-parameters on both sides.
+PAIRS: list[tuple[str, Callable[[], optax.GradientTransformation], Callable | None]] = [
+    (
+        "lamb",
+        lambda: optlib.lamb(1e-3, weight_decay=0.01),
+        lambda: optax.lamb(1e-3, weight_decay=0.01),
+    ),
+    (
+        "lars",
+        lambda: optlib.lars(1e-3, weight_decay=1e-4, momentum=0.9),
+        lambda: optax.lars(1e-3, weight_decay=1e-4, momentum=0.9),
+    ),
+    (
+        "lars (combined)",
+        lambda: optlib.lars(1e-3, weight_decay=1e-4, denominator="combined"),
+        lambda: optax.lars(1e-3, weight_decay=1e-4, momentum=0.9),
+    ),
+    ("tvlars", lambda: optlib.tvlars(1e-3, weight_decay=1e-4), None),
+]
+ADAMW = ("adamw (optax)", lambda: optax.adamw(1e-3, weight_decay=0.01))
+
+
+def make_params(num_leaves: int, leaf_size: int, seed: int = 0) -> dict:
+    rows = max(1, leaf_size // 500)
+    cols = leaf_size // rows
+    keys = jax.random.split(jax.random.PRNGKey(seed), num_leaves)
+    return {f"layer_{i:02d}": jax.random.normal(k, (rows, cols)) for i, k in enumerate(keys)}
+
+
+class Runner:
+    """Holds one method's compiled step and its (donated, so re-bound) params and state."""
+
+    def __init__(self, opt: optax.GradientTransformation, params: dict, grads: dict):
+        def step(params, state, grads):
+            updates, state = opt.update(grads, state, params)
+            return optax.apply_updates(params, updates), state
+
+        self.step = jax.jit(step, donate_argnums=(0, 1))
+        self.params = jax.tree.map(jnp.copy, params)
+        self.state = opt.init(self.params)
+        self.grads = grads
+        self()  # compile
+
+    def __call__(self) -> float:
+        start = time.perf_counter()
+        self.params, self.state = self.step(self.params, self.state, self.grads)
+        jax.block_until_ready(self.params)
+        return time.perf_counter() - start
+
+
+class Floor:
+    def __init__(self, params: dict):
+        self.scale = jax.jit(lambda p, c: jax.tree.map(lambda x: x * c, p), donate_argnums=0)
+        self.params = jax.tree.map(jnp.copy, params)
+        self.c = jnp.float32(1.0)
+        self()
+
+    def __call__(self) -> float:
+        start = time.perf_counter()
+        self.params = self.scale(self.params, self.c)
+        jax.block_until_ready(self.params)
+        return time.perf_counter() - start
+
+
+def measure(num_leaves: int, leaf_size: int, rounds: int, warmup: int = 3) -> dict:
+    params = make_params(num_leaves, leaf_size)
+    grads = jax.tree.map(lambda x: 0.01 * jnp.tanh(x), params)
+    floor = Floor(params)
+    runners = {ADAMW[0]: Runner(ADAMW[1](), params, grads)}
+    for name, ours, theirs in PAIRS:
+        runners[f"{name} (optlib)"] = Runner(ours(), params, grads)
+        if theirs is not None:
+            runners[f"{name} (optax)"] = Runner(theirs(), params, grads)
+    ratios: dict[str, list[float]] = {name: [] for name in runners}
+    seconds: dict[str, list[float]] = {name: [] for name in runners}
+    floor_seconds = []
+    for i in range(warmup + rounds):
+        for name, runner in runners.items():
+            f = floor()
+            t = runner()
+            if i >= warmup:
+                ratios[name].append(t / f)
+                seconds[name].append(t)
+                floor_seconds.append(f)
+    return {
+        "ratios": {k: np.asarray(v) for k, v in ratios.items()},
+        "seconds": {k: float(np.median(v)) for k, v in seconds.items()},
+        "floor_seconds": float(np.median(floor_seconds)),
+        "num_params": sum(x.size for x in jax.tree.leaves(params)),
+    }
+
+
+def table(result: dict) -> str:
+    r = result["ratios"]
+    adamw = r[ADAMW[0]]
+    lines = [
+        "| method | ms / step | x floor | optax / optlib (speed-up) | x adamw |",
+        "|---|---:|---:|---:|---:|",
+        f"| floor (x * c) | {1e3 * result['floor_seconds']:.2f} | 1.00 | | |",
+        f"| {ADAMW[0]} | {1e3 * result['seconds'][ADAMW[0]]:.2f} | "
+        f"{np.median(adamw):.2f} | | 1.00 |",
+    ]
+    for name, _, theirs in PAIRS:
+        ours = r[f"{name} (optlib)"]
+        speedup = ""
+        if theirs is not None:
+            # Paired per round: both ratios share the same floor normalisation scale.
+            speedup = f"{np.median(r[f'{name} (optax)'] / ours):.2f}"
+        lines.append(
+            f"| {name} (optlib) | {1e3 * result['seconds'][f'{name} (optlib)']:.2f} | "
+            f"{np.median(ours):.2f} | {speedup} | {np.median(ours / adamw):.2f} |"
+        )
+        if theirs is not None:
+            theirs_r = r[f"{name} (optax)"]
+            lines.append(
+                f"| {name} (optax) | {1e3 * result['seconds'][f'{name} (optax)']:.2f} | "
+                f"{np.median(theirs_r):.2f} | | {np.median(theirs_r / adamw):.2f} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--leaves", type=int, default=20)
+    parser.add_argument("--leaf-size", type=int, default=500_000)
+    parser.add_argument("--rounds", type=int, default=30)
+    args = parser.parse_args(argv)
+    for name in ("leaves", "leaf_size", "rounds"):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be a positive int")
+    result = measure(args.leaves, args.leaf_size, args.rounds)
+    device = jax.devices()[0]
+    print(
+        f"{result['num_params']:,} float32 params in {args.leaves} leaves; "
+        f"{args.rounds} rounds; jax {jax.__version__}, optax {optax.__version__}, "
+        f"{device.platform} ({platform.processor() or platform.machine()}, "
+        f"{jax.device_count()} device(s))\n"
+    )
+    print(table(result))
+
+
+if __name__ == "__main__":
+    main()
