@@ -243,15 +243,8 @@ def test_unknown_extra_args_are_accepted(case):
 def test_init_on_abstract_params(case):
     opt = case.make()
     params = parabola_start()
-    abstract = jax.eval_shape(
-        opt.init,
-        jax.tree.map(
-            jax.ShapeDtypeStruct.from_array
-            if hasattr(jax.ShapeDtypeStruct, "from_array")
-            else lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
-            params,
-        ),
-    )
+    shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
+    abstract = jax.eval_shape(opt.init, shapes)
     concrete = opt.init(params)
     assert jax.tree.structure(abstract) == jax.tree.structure(concrete)
     for a, c in zip(jax.tree.leaves(abstract), jax.tree.leaves(concrete), strict=True):
