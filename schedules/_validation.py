@@ -1,0 +1,120 @@
+"""Argument checks shared by the schedule factories.
+
+Every factory validates its arguments once, at construction, and raises a ValueError that
+names the factory, the argument, what is allowed and what was given. Nothing here runs
+inside a traced schedule.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Sequence
+from typing import Any
+
+# Allowed names, shared by the factories (re-exported as schedules.WARMUP_SHAPES etc.).
+WARMUP_SHAPES = ("linear", "cosine", "exponential")
+DECAY_SHAPES = ("linear", "cosine", "1-sqrt", "1-square", "rex", "exponential", "inverse")
+
+
+def _fail(where: str, message: str) -> None:
+    raise ValueError(f"{where}: {message}")
+
+
+def check_int(where: str, name: str, value: Any, minimum: int = 0) -> int:
+    """Returns `value` as an int, or raises unless it is an integer >= `minimum`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        _fail(where, f"`{name}` must be an integer >= {minimum}, got {value!r}")
+    value = int(value)
+    if value < minimum:
+        _fail(where, f"`{name}` must be an integer >= {minimum}, got {value}")
+    return value
+
+
+def check_float(
+    where: str,
+    name: str,
+    value: Any,
+    minimum: float | None = 0.0,
+    maximum: float | None = None,
+    *,
+    open_min: bool = False,
+    open_max: bool = False,
+) -> float:
+    """Returns `value` as a float, or raises unless it is finite and within the bounds."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        _fail(where, f"`{name}` must be a finite real number, got {value!r}")
+    value = float(value)
+    lo = "-inf" if minimum is None else f"{minimum:g}"
+    hi = "inf" if maximum is None else f"{maximum:g}"
+    left = "(" if open_min or minimum is None else "["
+    right = ")" if open_max or maximum is None else "]"
+    interval = f"{left}{lo}, {hi}{right}"
+    bad = not math.isfinite(value)
+    if minimum is not None:
+        bad = bad or value < minimum or (open_min and value == minimum)
+    if maximum is not None:
+        bad = bad or value > maximum or (open_max and value == maximum)
+    if bad:
+        _fail(where, f"`{name}` must be a finite number in {interval}, got {value!r}")
+    return value
+
+
+def check_choice(where: str, name: str, value: Any, choices: Sequence[str]) -> str:
+    """Returns `value`, or raises unless it is one of `choices`."""
+    if not isinstance(value, str) or value not in choices:
+        allowed = ", ".join(repr(c) for c in choices)
+        _fail(where, f"`{name}` must be one of {allowed}, got {value!r}")
+    return value
+
+
+def check_callable(where: str, name: str, value: Any) -> Callable:
+    """Returns `value`, or raises unless it is callable (a schedule)."""
+    if not callable(value):
+        _fail(where, f"`{name}` must be a schedule (a callable of the step), got {value!r}")
+    return value
+
+
+def check_increasing_ints(
+    where: str, name: str, values: Any, minimum: int = 0, allow_empty: bool = False
+) -> tuple[int, ...]:
+    """Returns `values` as a tuple of ints, or raises unless strictly increasing and >= minimum."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        try:
+            values = list(values)
+        except TypeError:
+            _fail(where, f"`{name}` must be a sequence of integers, got {values!r}")
+    out = tuple(check_int(where, f"{name}[{i}]", v, minimum) for i, v in enumerate(values))
+    if not out and not allow_empty:
+        _fail(where, f"`{name}` must be a non-empty sequence of integers >= {minimum}, got []")
+    if any(b <= a for a, b in zip(out, out[1:], strict=False)):
+        _fail(where, f"`{name}` must be strictly increasing, got {list(out)}")
+    return out
+
+
+def check_le(where: str, lhs_name: str, lhs: float, rhs_name: str, rhs: float) -> None:
+    """Raises unless lhs <= rhs; both names appear in the message."""
+    if lhs > rhs:
+        _fail(where, f"`{lhs_name}` must be <= `{rhs_name}`, got {lhs!r} > {rhs!r}")
+
+
+def check_warmup(
+    where: str, warmup_steps: Any, init_value: Any, peak: float, warmup_shape: Any
+) -> tuple[int, float, str]:
+    """Validates the warm-up arguments that most factories share."""
+    warmup_steps = check_int(where, "warmup_steps", warmup_steps, 0)
+    init_value = check_float(where, "init_value", init_value, 0.0, peak)
+    warmup_shape = check_choice(where, "warmup_shape", warmup_shape, WARMUP_SHAPES)
+    if warmup_shape == "exponential" and warmup_steps > 0 and init_value <= 0.0:
+        _fail(where, f"`init_value` must be > 0 for warmup_shape='exponential', got {init_value!r}")
+    return warmup_steps, init_value, warmup_shape
+
+
+def check_decay_end(where: str, shape: str, end_value: float, name: str = "end_value") -> None:
+    """Geometric and inverse-proportional decays need a positive floor."""
+    if shape in ("exponential", "inverse") and end_value <= 0.0:
+        _fail(
+            where,
+            f"`{name}` must be > 0 for decay_shape={shape!r} (it decays geometrically or "
+            f"inverse-proportionally towards it), got {end_value!r}",
+        )
