@@ -25,8 +25,15 @@ import optax
 
 import optlib
 
-# (name, ours, optax equivalent or None); same hyper-parameters on both sides.
-PAIRS: list[tuple[str, Callable[[], optax.GradientTransformation], Callable | None]] = [
+# Extra keyword arguments for `update`, built from the (fixed) benchmark gradients: MoMo takes
+# the loss as `value=`, SAM's opaque mode a `grad_fn`. Methods that need none use NO_EXTRA.
+NO_EXTRA: Callable[[dict], dict] = lambda grads: {}
+WITH_VALUE: Callable[[dict], dict] = lambda grads: {"value": jnp.float32(1.0)}
+WITH_GRAD_FN: Callable[[dict], dict] = lambda grads: {"grad_fn": lambda params: grads}
+
+# (name, ours, optax equivalent or None[, extra update arguments]); same hyper-parameters on
+# both sides.
+PAIRS: list[tuple] = [
     (
         "lamb",
         lambda: optlib.lamb(1e-3, weight_decay=0.01),
@@ -57,9 +64,15 @@ def make_params(num_leaves: int, leaf_size: int, seed: int = 0) -> dict:
 class Runner:
     """Holds one method's compiled step and its (donated, so re-bound) params and state."""
 
-    def __init__(self, opt: optax.GradientTransformation, params: dict, grads: dict):
+    def __init__(
+        self,
+        opt: optax.GradientTransformation,
+        params: dict,
+        grads: dict,
+        extra: Callable[[dict], dict] = NO_EXTRA,
+    ):
         def step(params, state, grads):
-            updates, state = opt.update(grads, state, params)
+            updates, state = opt.update(grads, state, params, **extra(grads))
             return optax.apply_updates(params, updates), state
 
         self.step = jax.jit(step, donate_argnums=(0, 1))
@@ -94,10 +107,11 @@ def measure(num_leaves: int, leaf_size: int, rounds: int, warmup: int = 3) -> di
     grads = jax.tree.map(lambda x: 0.01 * jnp.tanh(x), params)
     floor = Floor(params)
     runners = {ADAMW[0]: Runner(ADAMW[1](), params, grads)}
-    for name, ours, theirs in PAIRS:
-        runners[f"{name} (optlib)"] = Runner(ours(), params, grads)
+    for name, ours, theirs, *extra in PAIRS:
+        extra = extra[0] if extra else NO_EXTRA
+        runners[f"{name} (optlib)"] = Runner(ours(), params, grads, extra)
         if theirs is not None:
-            runners[f"{name} (optax)"] = Runner(theirs(), params, grads)
+            runners[f"{name} (optax)"] = Runner(theirs(), params, grads, extra)
     ratios: dict[str, list[float]] = {name: [] for name in runners}
     seconds: dict[str, list[float]] = {name: [] for name in runners}
     floor_seconds = []
@@ -127,7 +141,7 @@ def table(result: dict) -> str:
         f"| {ADAMW[0]} | {1e3 * result['seconds'][ADAMW[0]]:.2f} | "
         f"{np.median(adamw):.2f} | | 1.00 |",
     ]
-    for name, _, theirs in PAIRS:
+    for name, _, theirs, *_ in PAIRS:
         ours = r[f"{name} (optlib)"]
         speedup = ""
         if theirs is not None:
