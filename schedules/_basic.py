@@ -21,8 +21,7 @@ from collections.abc import Callable
 import jax.numpy as jnp
 
 from schedules._validation import (
-    DECAY_SHAPES,
-    check_choice,
+    check_decay_shape,
     check_float,
     check_int,
     check_le,
@@ -503,4 +502,4 @@ def exponential(
 
 
 def _check_decay_shape(where: str, shape: str, name: str = "decay_shape") -> str:
-    return check_choice(where, name, shape, DECAY_SHAPES)
+    return check_decay_shape(where, name=name, shape=shape)

@@ -159,7 +159,8 @@ def branch(
       at_step: k, the branch step, >= 0.
       decay_steps: D >= 1.
       shape: one of `schedules.DECAY_SHAPES`.
-      end_value: the floor, in [0, base(at_step)]; > 0 for "exponential" and "inverse".
+      end_value: the floor, in [0, base(at_step)]; > 0 for "exponential" and
+        "inverse-proportional".
 
     Returns:
       A schedule: a jittable function of the 0-based step returning a float scalar.

@@ -57,7 +57,8 @@ def power(
       total_steps: T; needed only when `decay_steps` > 0.
       decay_steps: D >= 0, with W + D <= T.
       decay_shape: one of `schedules.DECAY_SHAPES`.
-      end_value: the floor of the final decay, >= 0; > 0 for "exponential" and "inverse".
+      end_value: the floor of the final decay, >= 0; > 0 for "exponential" and
+        "inverse-proportional".
 
     Returns:
       A schedule: a jittable function of the 0-based step returning a float scalar.

@@ -14,7 +14,17 @@ from typing import Any
 
 # Allowed names, shared by the factories (re-exported as schedules.WARMUP_SHAPES etc.).
 WARMUP_SHAPES = ("linear", "cosine", "exponential")
-DECAY_SHAPES = ("linear", "cosine", "1-sqrt", "1-square", "rex", "exponential", "inverse")
+DECAY_SHAPES = (
+    "linear",
+    "cosine",
+    "1-sqrt",
+    "1-square",
+    "rex",
+    "exponential",
+    "inverse-proportional",
+)
+# Short names accepted for a decay shape, mapped to the name in DECAY_SHAPES.
+DECAY_SHAPE_ALIASES = {"inverse": "inverse-proportional"}
 
 
 def _fail(where: str, message: str) -> None:
@@ -110,9 +120,15 @@ def check_warmup(
     return warmup_steps, init_value, warmup_shape
 
 
+def check_decay_shape(where: str, shape: Any, name: str = "decay_shape") -> str:
+    """Returns the canonical name of a decay shape (aliases such as "inverse" resolved)."""
+    shape = check_choice(where, name, shape, DECAY_SHAPES + tuple(DECAY_SHAPE_ALIASES))
+    return DECAY_SHAPE_ALIASES.get(shape, shape)
+
+
 def check_decay_end(where: str, shape: str, end_value: float, name: str = "end_value") -> None:
     """Geometric and inverse-proportional decays need a positive floor."""
-    if shape in ("exponential", "inverse") and end_value <= 0.0:
+    if shape in ("exponential", "inverse-proportional") and end_value <= 0.0:
         _fail(
             where,
             f"`{name}` must be > 0 for decay_shape={shape!r} (it decays geometrically or "

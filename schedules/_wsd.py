@@ -10,8 +10,8 @@ start value `a` (the peak) to a floor `m` (`end_value`):
 * "rex": `m + (a - m)(1 - p) / (1 - p / 2)` (Chen et al. 2022)
 * "exponential": `a (m / a)^p`, geometric, needs m > 0. MiniCPM's half-life decay
   `0.5^(t / T_half)` over a window of D steps is the case m = a * 0.5^(D / T_half).
-* "inverse": `a / (1 + p (a / m - 1))`, inverse-proportional, needs m > 0 (the decay used in
-  a common WSD-S realisation).
+* "inverse-proportional" (alias "inverse"): `a / (1 + p (a / m - 1))`, needs m > 0 (the decay
+  used in a common WSD-S realisation; with a = 1, m = 0.1 it is 1 / 5.5 at p = 1/2).
 """
 
 from __future__ import annotations
@@ -86,7 +86,8 @@ def wsd(
       decay_fraction: D as a fraction of T in (0, 1], rounded (at least 1 step). Defaults to
         0.1 when neither is given.
       decay_shape: one of `schedules.DECAY_SHAPES`.
-      end_value: the floor, in [0, peak]; > 0 for "exponential" and "inverse".
+      end_value: the floor, in [0, peak]; > 0 for "exponential" and
+        "inverse-proportional".
       init_value: the value at step 0 when W > 0, in [0, peak].
       warmup_shape: one of `schedules.WARMUP_SHAPES`.
 
@@ -156,8 +157,8 @@ def wsd_s(
     (`decay_of="cycle"`: D_j = f (C_j - C_{j-1}), so the decays add up to f of the compute)
     or of the compute so far (`decay_of="cumulative"`: D_j = f C_j, later decays are longer,
     as in a common lingua-derived realisation). Which one the paper uses, and its exact decay
-    shape and floor, are not verified; that realisation uses the "inverse" shape with a
-    floor m = 0.1 peak, and linear is said to behave similarly.
+    shape and floor, are not verified; that realisation uses the "inverse-proportional"
+    shape with a floor m = 0.1 peak, and linear is said to behave similarly.
 
     Args:
       peak: the stable value, >= 0.
@@ -168,7 +169,8 @@ def wsd_s(
         checkpoint.
       decay_of: "cycle" or "cumulative", see above.
       decay_shape: one of `schedules.DECAY_SHAPES`.
-      end_value: the floor of each decay, in [0, peak]; > 0 for "exponential", "inverse".
+      end_value: the floor of each decay, in [0, peak]; > 0 for "exponential" and
+        "inverse-proportional".
       init_value: the value at step 0 when W > 0, in [0, peak].
       warmup_shape: one of `schedules.WARMUP_SHAPES`.
 

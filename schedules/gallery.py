@@ -82,7 +82,7 @@ def panels() -> list[Panel]:
                         [300, 600, 1000],
                         30,
                         decay_of="cumulative",
-                        decay_shape="inverse",
+                        decay_shape="inverse-proportional",
                         end_value=0.1,
                     ),
                 ),

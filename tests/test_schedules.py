@@ -33,6 +33,7 @@ GOLDEN = json.loads((TESTDATA / "golden_refinement.json").read_text())
 NORM_SEQUENCES = TESTDATA / "refinement_norms"
 
 GRID = jnp.arange(512, dtype=jnp.int32)  # every property test evaluates on this grid
+_POSITIVE_FLOOR = ("exponential", "inverse-proportional")  # shapes that need end_value > 0
 HORIZON = 400  # schedule lengths drawn below stay under this, so the grid sees the tail
 DELTA = 2.0**-10  # left limits are taken at b - DELTA (exact in float32 for b < 2**13)
 B = 2**24 + 1  # the first integer float32 cannot represent
@@ -175,7 +176,7 @@ _MIDPOINT = {  # value at half the decay with peak 1 and end_value 0.1
     "1-square": 0.1 + 0.9 * 0.75,
     "rex": 0.1 + 0.9 * (2 / 3),
     "exponential": math.sqrt(0.1),
-    "inverse": 1 / 5.5,  # 1 / (1 + p (1/m - 1)) at p = 1/2, m = 0.1
+    "inverse-proportional": 1 / 5.5,  # 1 / (1 + p (1/m - 1)) at p = 1/2, m = 0.1
 }
 
 
@@ -235,6 +236,30 @@ def test_wsd_s_checkpoints():
         1.0, [100, 200], decay_steps=[10, 20], decay_shape="inverse", end_value=0.1
     )
     assert float(inverse(190)) == pytest.approx(1 / 5.5, rel=1e-6)
+    canonical = schedules.wsd_s(
+        1.0, [100, 200], decay_steps=[10, 20], decay_shape="inverse-proportional", end_value=0.1
+    )
+    np.testing.assert_array_equal(values(inverse), values(canonical))  # "inverse" is an alias
+
+
+@pytest.mark.parametrize("k", [0, 137, B + 5])
+def test_branch_as_the_wsd_experiments_call_it(k):
+    """`branch(base, at_step=k, decay_steps=D, shape="1-sqrt", end_value=0.0)` off a run."""
+    d = 300
+    base = schedules.cosine(1.0, total_steps=2**30, warmup_steps=100)  # still near its peak
+    lr = schedules.branch(base, at_step=k, decay_steps=d, shape="1-sqrt", end_value=0.0)
+    steps = np.array([k - 1, k, k + 1, k + d // 4, k + d - 1, k + d, k + d + 1, k + 10 * d])
+    steps = steps[steps >= 0]
+    got = values(lr, steps.astype(np.int32))
+    at_k = float(base(k))
+    # The base before k, continuous at k (starts from base(k)), 1-sqrt over D steps.
+    expected = [float(base(t)) if t < k else at_k * (1 - math.sqrt((t - k) / d)) for t in steps]
+    expected = np.where(steps >= k + d, 0.0, expected)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+    assert float(lr(k)) == at_k  # exactly continuous at the branch point
+    assert float(lr(k + d)) == 0.0 and float(lr(k + 10 * d)) == 0.0  # end_value, and stays
+    assert np.all(np.diff(got[steps >= k]) <= 0.0)
+    np.testing.assert_allclose(values(jax.jit(lr), steps.astype(np.int32)), got, rtol=1e-6)
 
 
 def test_infinite_mae_defaults_and_anneal_on_demand():
@@ -374,6 +399,51 @@ def test_int32_steps_past_2_pow_24():
     np.testing.assert_allclose(values(anneal, steps[:4]), [0.5, 0.5, 0.25, 0.125], rtol=1e-6)
 
 
+def _shifted_pair(data, far: int):
+    """The same schedule twice, with every phase boundary moved later by `far` in the second."""
+    peak = _peak(data)
+    total = data.draw(st.integers(2, HORIZON), label="total_steps")
+    w = data.draw(st.integers(0, total - 1), label="warmup_steps")  # moved into the far run
+    end = peak * _frac(data, 0.01, 1.0, "end")
+    shape = data.draw(st.sampled_from(schedules.DECAY_SHAPES), label="shape")
+    family = data.draw(
+        st.sampled_from(["linear_decay", "cosine", "rex", "uba", "wsd", "wsd_s", "branch"]),
+        label="family",
+    )
+    if family in ("linear_decay", "cosine", "rex", "uba"):
+        extra = {"phi": 3.0} if family == "uba" else {}
+        make = getattr(schedules, family)
+        near = make(peak, total, end_value=end, warmup_steps=w, **extra)
+        far_lr = make(peak, total + far, end_value=end, warmup_steps=w + far, **extra)
+        return near, far_lr, w
+    d = data.draw(st.integers(1, total - w), label="decay_steps")
+    if family == "wsd":
+        kw = dict(decay_steps=d, decay_shape=shape, end_value=end)
+        near = schedules.wsd(peak, total, w, **kw)
+        return near, schedules.wsd(peak, total + far, w + far, **kw), w
+    if family == "wsd_s":
+        kw = dict(decay_steps=d, decay_shape=shape, end_value=end)
+        near = schedules.wsd_s(peak, [total, total + HORIZON], w, **kw)
+        return near, schedules.wsd_s(peak, [total + far, total + far + HORIZON], w + far, **kw), w
+    near = schedules.branch(schedules.constant(peak), w, d, shape, end_value=end)
+    return near, schedules.branch(schedules.constant(peak), w + far, d, shape, end_value=end), w
+
+
+@PROPS
+@given(data=st.data(), far=st.integers(2**24, 2**30))
+def test_int32_steps_past_2_pow_24_match_the_same_schedule_near_zero(data, far):
+    """Past 2**24 an int32 step lands in the right phase with the right progress.
+
+    Moving every boundary (the end of warm-up, the decay window, checkpoints, branch point)
+    later by `far` must move the schedule after the first boundary by exactly `far` steps:
+    progress is computed from integer step counts, never from the float32 step itself.
+    """
+    near, far_lr, w = _shifted_pair(data, far)
+    steps = GRID[GRID >= w]
+    got = values(far_lr, steps + far)
+    np.testing.assert_allclose(got, values(near, steps), rtol=1e-6, atol=1e-7)
+
+
 # ------------------------------------------------------------------------------------------
 # Properties (hypothesis): bounds, monotonicity, continuity.
 # ------------------------------------------------------------------------------------------
@@ -421,7 +491,7 @@ def _wsd_case(data):
     total = data.draw(st.integers(2, HORIZON), label="total_steps")
     decay = data.draw(st.integers(1, total), label="decay_steps")
     shape = data.draw(st.sampled_from(schedules.DECAY_SHAPES), label="shape")
-    end = peak * _frac(data, 0.01 if shape in ("exponential", "inverse") else 0.0, 1.0, "end")
+    end = peak * _frac(data, 0.01 if shape in _POSITIVE_FLOOR else 0.0, 1.0, "end")
     kw = _warmup_kwargs(data, peak, total - decay)
     lr = schedules.wsd(peak, total, decay_steps=decay, decay_shape=shape, end_value=end, **kw)
     w = kw["warmup_steps"]
@@ -434,7 +504,7 @@ def _wsd_s_case(data):
     cycles = data.draw(st.lists(st.integers(10, 130), min_size=1, max_size=3), label="cycles")
     checkpoints = np.cumsum(cycles).tolist()
     shape = data.draw(st.sampled_from(schedules.DECAY_SHAPES), label="shape")
-    end = peak * _frac(data, 0.01 if shape in ("exponential", "inverse") else 0.0, 1.0, "end")
+    end = peak * _frac(data, 0.01 if shape in _POSITIVE_FLOOR else 0.0, 1.0, "end")
     kw = _warmup_kwargs(data, peak, 5)
     decay_of = data.draw(st.sampled_from(["cycle", "cumulative"]), label="decay_of")
     try:
@@ -463,7 +533,7 @@ def _branch_case(data):
     decay = data.draw(st.integers(1, 100), label="decay_steps")
     shape = data.draw(st.sampled_from(schedules.DECAY_SHAPES), label="shape")
     end = min(end0, float(base(at))) * _frac(data, 0.01, 1.0, "end")
-    assume(end > 0 or shape not in ("exponential", "inverse"))
+    assume(end > 0 or shape not in _POSITIVE_FLOOR)
     lr = schedules.branch(base, at, decay, shape, end_value=end)
     w = kw["warmup_steps"]
     lo = min(end, kw["init_value"]) if w else end
@@ -635,7 +705,9 @@ TABLE = {
     "rsqrt": schedules.rsqrt(1.0, 100),
     "exponential": schedules.exponential(1.0, 50.0, 0.01, 10),
     "wsd": schedules.wsd(1.0, 1000, 50, decay_shape="1-sqrt"),
-    "wsd_s": schedules.wsd_s(1.0, [300, 600, 900], 20, decay_shape="inverse", end_value=0.1),
+    "wsd_s": schedules.wsd_s(
+        1.0, [300, 600, 900], 20, decay_shape="inverse-proportional", end_value=0.1
+    ),
     "rex": schedules.rex(1.0, 1000, warmup_steps=10),
     "uba": schedules.uba(1.0, 1000, 3.0),
     "linear_scaling": schedules.linear_scaling(
