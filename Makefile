@@ -4,8 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
+PLOTS_STAMP := $(VENV)/.installed-plots
 
-.PHONY: run test bench lint format golden clean
+.PHONY: run test bench lint format golden clean schedules-gallery
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -19,17 +20,25 @@ $(DEV_STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@ $(STAMP)
 
+$(PLOTS_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e ".[plots]"
+	touch $@ $(STAMP)
+
 ## make run: train the built-in demo (toy workloads x optlib optimizers) and print a table.
 run: $(STAMP)
 	$(PY) -m experiments.demo
 
 ## make test: the whole suite on CPU with 8 simulated devices.
 test: $(DEV_STAMP)
-	$(PY) -m pytest -n 2 -q tests --doctest-modules optlib
+	$(PY) -m pytest -n 2 -q tests --doctest-modules optlib schedules
 
 ## make bench: step time against optax and the memory floor; writes a table to stdout.
 bench: $(STAMP)
 	$(PY) -m experiments.benchmarks.step_time
+
+## make schedules-gallery: plot every schedule family into docs/schedules_gallery.png.
+schedules-gallery: $(PLOTS_STAMP)
+	$(PY) -m schedules.gallery --out docs/schedules_gallery.png
 
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
