@@ -1,0 +1,546 @@
+r"""Schedule-free SGD and AdamW (Defazio et al., NeurIPS 2024).
+
+Schedule-free learning keeps three sequences: the base iterates :math:`z`, their weighted
+average :math:`x` (the point to evaluate) and the interpolation :math:`y` (where gradients are
+taken). With :math:`z_0 = x_0 = y_0` the initial params and :math:`k = 0, 1, \dots`:
+
+.. math::
+    z_{k+1} = z_k + u_k, \qquad
+    x_{k+1} = (1 - c_{k+1})\, x_k + c_{k+1}\, z_{k+1}, \qquad
+    y_{k+1} = \beta\, x_{k+1} + (1 - \beta)\, z_{k+1},
+
+where :math:`u_k` is the base optimizer's step at :math:`y_k` (for SGD
+:math:`u_k = -\gamma_k (\nabla f(y_k) + \lambda y_k)`). The averaging weight is
+
+.. math::
+    c_{k+1} = \frac{w_k}{\sum_{i \le k} w_i}, \qquad
+    w_k = (k + 1)^r \, \gamma_{\max,k}^{p}, \qquad
+    \gamma_{\max,k} = \max_{i \le k} \gamma_i,
+
+with :math:`p` = ``weight_lr_power`` (2 by default) and :math:`r` = ``r`` (0 by default).
+
+Like the reference's memory-efficient classes, the params the user holds (and the gradients are
+taken at) are :math:`y`; the state stores :math:`z` only, and :math:`y` moves by
+
+.. math::
+    y_{k+1} - y_k = c_{k+1} (z_k - y_k) + (1 - \beta (1 - c_{k+1}))\, u_k .
+
+Evaluate at :math:`x = (y - (1 - \beta) z) / \beta` with `schedule_free_eval_params`.
+
+**One step convention.** The learning rate (a float or a schedule) is evaluated at the 0-based
+step :math:`k`, both for the base step and for the weights, so a warm-up of :math:`W` steps is
+:math:`\gamma_k = \gamma \min(1, (k + 1) / W)`, as in the reference. (``optax.contrib`` evaluates
+the weights' schedule at :math:`k + 1` and the base optimizer's at :math:`k`, which makes its
+first AdamW step with warm-up a zero step; ALGORITHMS.md §11a.) When wrapping an optax
+optimizer with `schedule_free`, pass it the same schedule as ``learning_rate``: optax optimizers
+also count from 0.
+
+**Precision.** :math:`z`, the Adam second moment and the scalars (weight sum, running max
+learning rate) are kept in at least float32, also for bfloat16 params, and in float64 when the
+params are float64.
+
+**BatchNorm and other batch statistics at the eval point.** Running statistics collected during
+training belong to :math:`y`, not to :math:`x`. Recompute them at :math:`x` before evaluating,
+with `recompute_batch_stats` (a flax ``nn.Module`` with ``batch_stats``)::
+
+    x = optlib.schedule_free_eval_params(opt_state, params)
+    stats = optlib.recompute_batch_stats(model.apply, x, batch_stats, batches)
+    logits = model.apply({"params": x, "batch_stats": stats}, images, train=False)
+
+References:
+  Defazio, Yang, Mehta, Mishchenko, Khaled, Cutkosky, "The Road Less Scheduled", NeurIPS 2024,
+  arXiv:2405.15682; reference code facebookresearch/schedule_free (PyPI ``schedulefree``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from optlib import _validation
+
+VARIANTS = ("reference", "paper")
+
+
+class ScheduleFreeState(NamedTuple):
+    """State of `schedule_free`.
+
+    Attributes:
+      b1: the interpolation coefficient :math:`\\beta` (kept so `schedule_free_eval_params`
+        needs only the state).
+      count: the 0-based step :math:`k` of the next update (int32).
+      weight_sum: :math:`\\sum_{i < k} w_i`.
+      lr_max: running maximum of the learning rate.
+      z: the base iterates, shaped like the params.
+      base_state: the base optimizer's state.
+    """
+
+    b1: jax.Array
+    count: jax.Array
+    weight_sum: jax.Array
+    lr_max: jax.Array
+    z: optax.Params
+    base_state: optax.OptState
+
+
+class ScaleBySfAdamState(NamedTuple):
+    """State of the schedule-free AdamW base step: the step `count` and second moment `nu`."""
+
+    count: jax.Array
+    nu: optax.Updates
+
+
+def _wide(dtype) -> jnp.dtype:
+    """At least float32: bfloat16 accumulators stall."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def _scalar_dtype(params) -> jnp.dtype:
+    dtypes = [_wide(x.dtype) for x in jax.tree.leaves(params)]
+    return jnp.result_type(*dtypes) if dtypes else jnp.dtype(jnp.float32)
+
+
+def _at(schedule: optax.ScalarOrSchedule, count: jax.Array, dtype) -> jax.Array:
+    value = schedule(count) if callable(schedule) else schedule
+    return jnp.asarray(value, dtype)
+
+
+def _check_common(b1, weight_lr_power, r) -> None:
+    _validation.check_beta("b1", b1)
+    _validation.check_non_negative("weight_lr_power", weight_lr_power)
+    _validation.check_non_negative("r", r)
+
+
+def schedule_free(
+    base_optimizer: optax.GradientTransformation,
+    learning_rate: optax.ScalarOrSchedule,
+    b1: float = 0.9,
+    weight_lr_power: float = 2.0,
+    r: float = 0.0,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Makes any base optimizer schedule-free.
+
+    The base optimizer's output is the step :math:`u_k` of the base iterates :math:`z`; it
+    receives the gradient at :math:`y` and :math:`y` as its params (so weight decay inside it
+    decays at :math:`y`, as in the paper). Its own momentum should be off (for example
+    ``optax.adam(lr, b1=0.0)``): :math:`\beta` plays that role. See the module docstring for
+    the update and the step convention.
+
+    Args:
+      base_optimizer: the transform whose updates step :math:`z` (learning rate included).
+        Extra keyword arguments of `update` are forwarded to it.
+      learning_rate: the learning rate (float or schedule of the 0-based step) that sets the
+        averaging weights; pass the schedule the base optimizer uses.
+      b1: interpolation :math:`\beta \in [0, 1)` between :math:`x` and :math:`z`.
+        `schedule_free_eval_params` needs :math:`\beta > 0`.
+      weight_lr_power: exponent :math:`p \ge 0` of the running max learning rate in the
+        weights.
+      r: exponent :math:`r \ge 0` of :math:`(k + 1)` in the weights.
+
+    Returns:
+      A `GradientTransformationExtraArgs` with state `ScheduleFreeState`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, optax, optlib
+      >>> opt = optlib.schedule_free(optax.sgd(0.5), learning_rate=0.5)
+      >>> params = jnp.array([1.0, 2.0, 3.0])
+      >>> state = opt.init(params)
+      >>> for _ in range(20):
+      ...     grads = jax.grad(lambda p: jnp.sum(p**2))(params)
+      ...     updates, state = opt.update(grads, state, params)
+      ...     params = optax.apply_updates(params, updates)
+      >>> x = optlib.schedule_free_eval_params(state, params)
+      >>> bool(jnp.sum(x**2) < 1e-3)
+      True
+
+    References:
+      Defazio et al., "The Road Less Scheduled", NeurIPS 2024, arXiv:2405.15682.
+    """
+    _validation.check_learning_rate(learning_rate)
+    _check_common(b1, weight_lr_power, r)
+    base = optax.with_extra_args_support(base_optimizer)
+
+    def init_fn(params):
+        dtype = _scalar_dtype(params)
+        return ScheduleFreeState(
+            b1=jnp.asarray(b1, dtype),
+            count=jnp.zeros([], jnp.int32),
+            weight_sum=jnp.zeros([], dtype),
+            lr_max=jnp.zeros([], dtype),
+            z=jax.tree.map(lambda p: jnp.asarray(p, _wide(p.dtype)), params),
+            base_state=base.init(params),
+        )
+
+    def update_fn(updates, state, params=None, **extra_args):
+        if params is None:
+            raise ValueError("schedule_free needs the current params: call update(g, s, params)")
+        dtype = state.weight_sum.dtype
+        k = state.count
+        lr = _at(learning_rate, k, dtype)
+        lr_max = jnp.maximum(state.lr_max, lr)
+        weight = jnp.power((k + 1).astype(dtype), r) * jnp.power(lr_max, weight_lr_power)
+        weight_sum = state.weight_sum + weight
+        positive = weight_sum > 0
+        c = jnp.where(positive, weight / jnp.where(positive, weight_sum, 1), 0)
+        beta = state.b1
+        steps, base_state = base.update(updates, state.base_state, params, **extra_args)
+        y_coef = 1 - beta * (1 - c)
+
+        def move(y, z, u):
+            u = u.astype(z.dtype)
+            dy = c.astype(z.dtype) * (z - y.astype(z.dtype)) + y_coef.astype(z.dtype) * u
+            return dy.astype(y.dtype), z + u
+
+        moved = jax.tree.map(move, params, state.z, steps)
+        treedef = jax.tree.structure(params)
+        dys, zs = (treedef.unflatten(t) for t in zip(*treedef.flatten_up_to(moved), strict=True))
+        new_state = ScheduleFreeState(
+            b1=state.b1,
+            count=optax.safe_increment(k),
+            weight_sum=weight_sum,
+            lr_max=lr_max,
+            z=zs,
+            base_state=base_state,
+        )
+        return dys, new_state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _warmup(learning_rate: optax.ScalarOrSchedule, warmup_steps) -> Callable[[jax.Array], Any]:
+    """gamma_k * min(1, (k + 1) / W), k 0-based; no warm-up for W = 0 (W may be traced)."""
+
+    def schedule(count):
+        base = learning_rate(count) if callable(learning_rate) else learning_rate
+        # The widest enabled float: int32 / int32 would give float32 even under x64.
+        dtype = jax.dtypes.canonicalize_dtype(jnp.float64)
+        w = jnp.asarray(warmup_steps, dtype)
+        frac = jnp.minimum(1.0, (jnp.asarray(count, dtype) + 1) / jnp.maximum(w, 1))
+        return base * jnp.where(w > 0, frac, 1.0)
+
+    return schedule
+
+
+def _scale_by_sf_base(
+    schedule: Callable[[jax.Array], Any],
+    weight_decay,
+    adam: bool,
+    b2=0.999,
+    eps=1e-8,
+    bias_correction: str = "reference",
+) -> optax.GradientTransformation:
+    """The base step u_k of schedule-free SGD/AdamW, computed in at least float32.
+
+    SGD: u = -lr (g + wd y). AdamW: u = -lr (g / (sqrt(v_hat) + eps) + wd y) with
+    v_hat = v / (1 - b2^(k+1)) ("reference") or v_hat = v ("paper", where the bias correction
+    is folded into `schedule` instead).
+    """
+
+    def init_fn(params):
+        nu = jax.tree.map(lambda p: jnp.zeros(p.shape, _wide(p.dtype)), params) if adam else None
+        return ScaleBySfAdamState(count=jnp.zeros([], jnp.int32), nu=nu)
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError("schedule-free needs the current params: call update(g, s, params)")
+        k = state.count
+        dtype = _scalar_dtype(params)
+        lr = _at(schedule, k, dtype)
+        treedef = jax.tree.structure(params)
+        gs = treedef.flatten_up_to(updates)
+        ys = treedef.flatten_up_to(params)
+        if adam:
+            nus = treedef.flatten_up_to(state.nu)
+            nus = [
+                b2 * v + (1 - b2) * jnp.square(g.astype(v.dtype))
+                for g, v in zip(gs, nus, strict=True)
+            ]
+            if bias_correction == "reference":
+                bc = 1 - jnp.power(jnp.asarray(b2, dtype), (k + 1).astype(dtype))
+                dirs = [
+                    g.astype(v.dtype) / (jnp.sqrt(v / bc.astype(v.dtype)) + eps)
+                    for g, v in zip(gs, nus, strict=True)
+                ]
+            else:
+                dirs = [
+                    g.astype(v.dtype) / (jnp.sqrt(v) + eps) for g, v in zip(gs, nus, strict=True)
+                ]
+            new_nu = treedef.unflatten(nus)
+        else:
+            dirs = [g.astype(_wide(g.dtype)) for g in gs]
+            new_nu = None
+        out = []
+        for d, y in zip(dirs, ys, strict=True):
+            d = d + weight_decay * y.astype(d.dtype)
+            out.append(-lr.astype(d.dtype) * d)
+        return treedef.unflatten(out), ScaleBySfAdamState(optax.safe_increment(k), new_nu)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def schedule_free_sgd(
+    learning_rate: optax.ScalarOrSchedule = 1.0,
+    b1: float = 0.9,
+    warmup_steps: int = 0,
+    weight_decay: float = 0.0,
+    r: float = 0.0,
+    weight_lr_power: float = 2.0,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Schedule-free SGD (the reference's ``SGDScheduleFree``).
+
+    The base step is :math:`u_k = -\gamma_k (g_k + \lambda y_k)` with
+    :math:`\gamma_k = \gamma \min(1, (k+1)/W)` (0-based :math:`k`; no warm-up for
+    :math:`W = 0`), and the averaging of `schedule_free` (module docstring).
+
+    Args:
+      learning_rate: :math:`\gamma` (float or schedule of the 0-based step), >= 0. The
+        reference's default is 1.0; schedule-free SGD wants 10-50x the usual SGD rate.
+      b1: :math:`\beta \in [0, 1)`.
+      warmup_steps: linear warm-up length :math:`W \ge 0`.
+      weight_decay: :math:`\lambda \ge 0`, applied at :math:`y`.
+      r: exponent of :math:`(k+1)` in the averaging weights, >= 0.
+      weight_lr_power: exponent of the running max learning rate in the weights, >= 0.
+
+    Returns:
+      A `GradientTransformationExtraArgs`; evaluate with `schedule_free_eval_params`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, optax, optlib
+      >>> opt = optlib.schedule_free_sgd(1.0)
+      >>> params = jnp.array([1.0, 2.0, 3.0])
+      >>> f = lambda p: jnp.sum(p**2)
+      >>> state = opt.init(params)
+      >>> for _ in range(3):
+      ...     updates, state = opt.update(jax.grad(f)(params), state, params)
+      ...     params = optax.apply_updates(params, updates)
+      ...     print(f"{f(optlib.schedule_free_eval_params(state, params)):.2e}")
+      1.40e+01
+      1.75e-14
+      9.96e-01
+
+    References:
+      Defazio et al., "The Road Less Scheduled", NeurIPS 2024, arXiv:2405.15682.
+    """
+    _validation.check_learning_rate(learning_rate)
+    _check_common(b1, weight_lr_power, r)
+    _validation.check_non_negative("warmup_steps", warmup_steps)
+    _validation.check_non_negative("weight_decay", weight_decay)
+    schedule = _warmup(learning_rate, warmup_steps)
+    base = _scale_by_sf_base(schedule, weight_decay, adam=False)
+    return schedule_free(base, schedule, b1=b1, weight_lr_power=weight_lr_power, r=r)
+
+
+def schedule_free_adamw(
+    learning_rate: optax.ScalarOrSchedule = 2.5e-3,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    warmup_steps: int = 0,
+    weight_decay: float = 0.0,
+    r: float = 0.0,
+    weight_lr_power: float = 2.0,
+    variant: str = "reference",
+) -> optax.GradientTransformationExtraArgs:
+    r"""Schedule-free AdamW.
+
+    With :math:`v_{k} = \beta_2 v_{k-1} + (1 - \beta_2) g_k^2` and
+    :math:`\gamma_k = \gamma \min(1, (k+1)/W)` (0-based :math:`k`), the base step is
+
+    * ``variant="reference"`` (default; the reference package's ``AdamWScheduleFree`` since
+      v1.3): :math:`u_k = -\gamma_k \big(g_k / (\sqrt{v_k / (1 - \beta_2^{k+1})} + \epsilon)
+      + \lambda y_k\big)`, and the weights use :math:`\gamma_k`;
+    * ``variant="paper"`` (the paper's Algorithm 1, the package's ``AdamWScheduleFreePaper``,
+      v1.2 behaviour): the bias correction is folded into the learning rate,
+      :math:`\tilde\gamma_k = \gamma_k \sqrt{1 - \beta_2^{k+1}}`, and
+      :math:`u_k = -\tilde\gamma_k (g_k / (\sqrt{v_k} + \epsilon) + \lambda y_k)`. The
+      averaging weights then use :math:`\tilde\gamma_k` too, which changes the early averaging
+      and the effective weight decay during warm-up.
+
+    The reference variant is the default because it is what the authors' package ships now.
+
+    Args:
+      learning_rate: :math:`\gamma` (float or schedule of the 0-based step), >= 0.
+      b1: :math:`\beta \in [0, 1)`, the interpolation (there is no first moment).
+      b2: second-moment decay in [0, 1).
+      eps: added to the denominator, >= 0.
+      warmup_steps: linear warm-up length :math:`W \ge 0`.
+      weight_decay: decoupled decay :math:`\lambda \ge 0`, applied at :math:`y`.
+      r: exponent of :math:`(k+1)` in the averaging weights, >= 0.
+      weight_lr_power: exponent of the running max learning rate in the weights, >= 0.
+      variant: "reference" or "paper" (above).
+
+    Returns:
+      A `GradientTransformationExtraArgs`; evaluate with `schedule_free_eval_params`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, optax, optlib
+      >>> opt = optlib.schedule_free_adamw(0.1, warmup_steps=10, weight_decay=1e-4)
+      >>> params = {"w": jnp.array([1.0, -2.0])}
+      >>> state = opt.init(params)
+      >>> f = lambda p: jnp.sum((p["w"] - 0.5) ** 2)
+      >>> for _ in range(200):
+      ...     updates, state = opt.update(jax.grad(f)(params), state, params)
+      ...     params = optax.apply_updates(params, updates)
+      >>> bool(f(optlib.schedule_free_eval_params(state, params)) < 1e-3)
+      True
+
+    References:
+      Defazio et al., "The Road Less Scheduled", NeurIPS 2024, arXiv:2405.15682.
+    """
+    _validation.check_learning_rate(learning_rate)
+    _check_common(b1, weight_lr_power, r)
+    _validation.check_beta("b2", b2)
+    _validation.check_non_negative("eps", eps)
+    _validation.check_non_negative("warmup_steps", warmup_steps)
+    _validation.check_non_negative("weight_decay", weight_decay)
+    _validation.check_choice("variant", variant, VARIANTS)
+    schedule = _warmup(learning_rate, warmup_steps)
+    if variant == "paper":
+        warm = schedule
+
+        def schedule(count):
+            bc = 1 - jnp.power(jnp.asarray(b2), count + 1)
+            return warm(count) * jnp.sqrt(bc)
+
+    base = _scale_by_sf_base(schedule, weight_decay, True, b2, eps, variant)
+    return schedule_free(base, schedule, b1=b1, weight_lr_power=weight_lr_power, r=r)
+
+
+def _find_state(opt_state: optax.OptState) -> ScheduleFreeState:
+    is_sf = lambda s: isinstance(s, ScheduleFreeState)  # noqa: E731
+    found = [s for s in jax.tree.leaves(opt_state, is_leaf=is_sf) if is_sf(s)]
+    if len(found) != 1:
+        what = "no ScheduleFreeState" if not found else f"{len(found)} ScheduleFreeStates"
+        raise ValueError(
+            f"schedule_free_eval_params needs exactly one schedule-free state inside opt_state, "
+            f"found {what}"
+        )
+    return found[0]
+
+
+def schedule_free_eval_params(opt_state: optax.OptState, params: optax.Params) -> optax.Params:
+    r"""The evaluation point :math:`x = (y - (1 - \beta) z) / \beta` of a schedule-free run.
+
+    Finds the `ScheduleFreeState` anywhere inside `opt_state` (``optax.chain``,
+    ``optax.masked``, ``optax.inject_hyperparams``, ``optax.MultiSteps``, ...). Leaves that
+    the schedule-free transform does not see (masked out) are returned as they are.
+
+    Args:
+      opt_state: the optimizer state holding exactly one `ScheduleFreeState`.
+      params: the params :math:`y` the training loop holds.
+
+    Returns:
+      :math:`x`, shaped and typed like `params`.
+
+    Raises:
+      ValueError: no or several schedule-free states, or :math:`\beta = 0` (then
+        :math:`y = z` and the average :math:`x` cannot be recovered).
+
+    Example:
+      >>> import jax.numpy as jnp, optax, optlib
+      >>> opt = optax.chain(optax.clip_by_global_norm(1.0), optlib.schedule_free_sgd(0.1))
+      >>> params = {"w": jnp.ones(3)}
+      >>> state = opt.init(params)
+      >>> updates, state = opt.update({"w": jnp.ones(3)}, state, params)
+      >>> params = optax.apply_updates(params, updates)
+      >>> optlib.schedule_free_eval_params(state, params)["w"].shape
+      (3,)
+    """
+    state = _find_state(opt_state)
+    b1 = _validation.concrete_scalar(state.b1)
+    if b1 is not None and b1 == 0:
+        raise ValueError(
+            "schedule_free_eval_params needs b1 > 0: with b1 = 0 the params are z and the "
+            "average x is not stored"
+        )
+    beta = state.b1
+
+    def x_of(y, z):
+        if isinstance(z, optax.MaskedNode):
+            return y  # masked out: schedule-free never moved this leaf
+        x = (y.astype(z.dtype) - (1 - beta.astype(z.dtype)) * z) / beta.astype(z.dtype)
+        return x.astype(y.dtype)
+
+    return jax.tree.map(x_of, params, state.z)
+
+
+def recompute_batch_stats(
+    apply_fn: Callable[..., Any],
+    params: optax.Params,
+    batch_stats: Any,
+    batches: Iterable[Any],
+    *,
+    train_kwarg: str = "train",
+) -> Any:
+    """Recomputes a flax model's BatchNorm statistics at `params` (for example at x).
+
+    Runs the model in training mode (``apply_fn({"params": params, "batch_stats": ...},
+    batch, train=True, mutable=["batch_stats"])``) on each of `batches` and returns the
+    equal-weight average over batches of each BatchNorm's batch statistics (mean and
+    variance), that is, the cumulative average that ``torch.optim.swa_utils.update_bn``
+    computes. Any layer's momentum works: each batch is run twice, from statistics 0 and 1,
+    which determines both the momentum and the batch statistic (every entry of
+    ``batch_stats`` must be updated as ``m * old + (1 - m) * new``, as flax's BatchNorm does).
+    Use a few training batches; no gradients are taken.
+
+    Args:
+      apply_fn: the model's ``apply`` (``model.apply``).
+      params: the params to collect statistics at.
+      batch_stats: the current ``batch_stats`` collection (gives the tree structure).
+      batches: an iterable of model inputs (each passed as the single positional argument).
+      train_kwarg: name of the model's training-mode flag.
+
+    Returns:
+      A ``batch_stats`` collection of the same structure.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, flax.linen as nn, optlib
+      >>> class Net(nn.Module):
+      ...     @nn.compact
+      ...     def __call__(self, x, train):
+      ...         return nn.BatchNorm(use_running_average=not train)(nn.Dense(2)(x))
+      >>> net = Net()
+      >>> variables = net.init(jax.random.PRNGKey(0), jnp.ones((4, 3)), train=False)
+      >>> batches = [jnp.full((4, 3), 2.0) + jnp.arange(4.0)[:, None]]
+      >>> stats = optlib.recompute_batch_stats(
+      ...     net.apply, variables["params"], variables["batch_stats"], batches)
+      >>> jax.tree.structure(stats) == jax.tree.structure(variables["batch_stats"])
+      True
+    """
+
+    def batch_statistics(params, batch):
+        def run(start):
+            _, updated = apply_fn(
+                {"params": params, "batch_stats": start},
+                batch,
+                mutable=["batch_stats"],
+                **{train_kwarg: True},
+            )
+            return updated["batch_stats"]
+
+        # A running statistic s is updated as m * s + (1 - m) * b with the batch statistic b
+        # and the layer's momentum m. Two runs, from s = 0 and s = 1, give (1 - m) b and
+        # m + (1 - m) b, hence m and b, without having to know each layer's momentum.
+        from_zero = run(jax.tree.map(jnp.zeros_like, batch_stats))
+        from_one = run(jax.tree.map(jnp.ones_like, batch_stats))
+
+        def solve(r0, r1):
+            keep = 1 - (r1 - r0)
+            return jnp.where(keep > 0, r0 / jnp.where(keep > 0, keep, 1), r0)
+
+        return jax.tree.map(solve, from_zero, from_one)
+
+    statistics = jax.jit(batch_statistics)
+    total = None
+    count = 0
+    for batch in batches:
+        stats = statistics(params, batch)
+        total = stats if total is None else jax.tree.map(jnp.add, total, stats)
+        count += 1
+    if count == 0:
+        raise ValueError("recompute_batch_stats needs at least one batch in batches")
+    return jax.tree.map(lambda s: s / count, total)
