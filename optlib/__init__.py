@@ -1,8 +1,11 @@
 """optlib: optimizers for optimization research, as optax gradient transformations."""
 
 from optlib import masks
+from optlib._averaging import AveragingState, averaged_params, with_averaging
+from optlib._dog import ScaleByDogState, dog, ldog, scale_by_dog
 from optlib._lamb import ScaleByLambState, lamb, scale_by_lamb
 from optlib._lars import ScaleByLarsState, lars, scale_by_lars
+from optlib._momo import MomoAdamState, MomoState, momo, momo_adam
 from optlib._sam import SAMState, sam, sam_perturbation, sam_value_and_grad
 from optlib._schedule_free import (
     ScheduleFreeState,
@@ -17,18 +20,28 @@ from optlib._tvlars import ScaleByTvlarsState, scale_by_tvlars, tvlars, tvlars_f
 __version__ = "0.1.0"
 
 __all__ = [
+    "AveragingState",
+    "MomoAdamState",
+    "MomoState",
     "SAMState",
+    "ScaleByDogState",
     "ScaleByLambState",
     "ScaleByLarsState",
     "ScaleByTvlarsState",
     "ScheduleFreeState",
+    "averaged_params",
+    "dog",
     "lamb",
     "lars",
+    "ldog",
     "masks",
+    "momo",
+    "momo_adam",
     "recompute_batch_stats",
     "sam",
     "sam_perturbation",
     "sam_value_and_grad",
+    "scale_by_dog",
     "scale_by_lamb",
     "scale_by_lars",
     "scale_by_tvlars",
@@ -38,4 +51,5 @@ __all__ = [
     "schedule_free_sgd",
     "tvlars",
     "tvlars_factor",
+    "with_averaging",
 ]
