@@ -11,6 +11,17 @@ Conventions shared by every schedule in this package:
 * Warm-ups are 0-based: the value is `init_value` at t = 0 and reaches the peak at t = W. The
   `(t + 1) / W` convention of the schedule-free code is `schedules.offset(s, -1)`.
 * Decays over D steps reach `end_value` at the end of the window (t = start + D) and stay there.
+
+Shapes, for progress p in [0, 1] after a warm-up of W steps, from `peak` to a floor m:
+linear `m + (peak - m)(1 - p)`; cosine `m + (peak - m)(1 + cos(pi p)) / 2`; polynomial
+`m + (peak - m)(1 - p)^k`; with no horizon, rsqrt `peak sqrt(tau / (tau + t - W))` and
+exponential `m + (peak - m) 0.5^((t - W) / half_life)`. Warm-ups go from `init_value` to
+`peak` linearly, along a half cosine, or geometrically.
+
+References:
+  Defazio, Cutkosky, Mehta, Mishchenko 2023 (arXiv 2310.07831): linear decay to zero is the
+  worst-case optimal last-iterate schedule. Loshchilov and Hutter 2017 (arXiv 1608.03983):
+  cosine. Goyal et al. 2017 (arXiv 1706.02677): gradual warm-up.
 """
 
 from __future__ import annotations

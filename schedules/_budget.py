@@ -1,4 +1,20 @@
-"""Budget-aware schedules: REX, UBA, and the linear scaling rule with gradual warm-up."""
+"""Budget-aware schedules: REX, UBA, and the linear scaling rule with gradual warm-up.
+
+With z the progress through the decay, in [0, 1], and `lr = end + (peak - end) s`:
+
+* REX: `s(z) = (1 - z) / (1 - alpha z)`. The paper's profile is alpha = 1/2, which gives
+  s = 2(1 - z) / (2 - z).
+* UBA: `s = 2 c / (2 phi + (2 - phi) c)` with c = 1 + cos(pi z). phi = 2 is exactly cosine,
+  and s(1/2) = 2 / (phi + 2).
+* Linear scaling: `k base` with k = batch / base_batch, reached from `base` by a linear
+  warm-up, then multiplied by a factor at each step-decay boundary.
+
+References:
+  Chen, Wolfe, Kyrillidis 2022, "REX" (MLSys 2022, arXiv 2107.04197).
+  Tang, Dong, Zeng, Xun, Lin 2025, "Unified Budget-Aware Learning Rate Schedule"
+  (NeurIPS 2025, arXiv 2505.24452).
+  Goyal et al. 2017, "Accurate, Large Minibatch SGD" (arXiv 1706.02677).
+"""
 
 from __future__ import annotations
 

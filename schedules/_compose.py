@@ -1,4 +1,17 @@
-"""Combinators: join schedules, shift or stretch one, and branch a decay off a base schedule."""
+"""Combinators: join schedules, shift or stretch one, and branch a decay off a base schedule.
+
+With integer steps t and integer boundaries, every shift is done in integer arithmetic:
+
+* `join([s_0, ..., s_n], [b_1, ..., b_n])(t) = s_i(t - b_i)` for b_i <= t < b_{i+1} (b_0 = 0)
+* `offset(s, k)(t) = s(max(t - k, 0))`
+* `stretch(s, c)(t) = s(t / c)`
+* `branch(base, k, D, shape, m)(t) = base(t)` for t < k, then a decay from `base(k)` to m,
+  p = min((t - k) / D, 1). It is continuous at k, reaches m at k + D and stays there.
+
+References:
+  Hu et al. 2024, "MiniCPM" (arXiv 2404.06395): WSD runs branch their decays off the stable
+  phase. Hagele et al. 2024 (arXiv 2405.18392): cooldowns such as 1-sqrt.
+"""
 
 from __future__ import annotations
 

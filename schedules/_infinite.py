@@ -1,4 +1,17 @@
-"""Schedules for continual pre-training: the infinite schedule, and re-warm / re-decay."""
+"""Schedules for continual pre-training: the infinite schedule, and re-warm / re-decay.
+
+* Infinite: a warm-up to the peak, a cool-down to a constant c (cosine
+  `c + (peak - c)(1 + cos(pi p)) / 2`, or inverse-sqrt `peak + (c - peak) h(p) / h(1)` with
+  `h(x) = 1 / sqrt(1 + alpha x) - 1`), the constant c for as long as training runs, and an
+  optional exponential anneal `c (end / c)^p`.
+* Re-warm: for each new dataset, a linear re-warm from the floor to the original peak over
+  about 1% of its steps, then a cosine re-decay to the floor (0.1 peak).
+
+References:
+  Ibrahim, Therien, Gupta et al. 2024, "Simple and Scalable Strategies to Continually
+  Pre-train Large Language Models" (TMLR 2024, arXiv 2403.08763).
+  Singh et al. 2025, "Beyond Cosine Decay" (CoLLAs 2025, arXiv 2503.02844).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,14 @@
-"""The Power scheduler: a learning rate that follows a power law in the tokens seen."""
+"""The Power scheduler: a learning rate that follows a power law in the tokens seen.
+
+`eta(n) = min(max_lr, batch_size * a * n^b)`, where n is the number of tokens seen. Fitted
+values are a = 4.6 and b = -0.51, with max_lr = 0.02. A linear warm-up comes first, and an
+optional decay over the final steps comes last. The rate depends on the token count, not on
+a planned horizon.
+
+References:
+  Shen et al. 2024, "Power Scheduler: A Batch Size and Token Number Agnostic Learning Rate
+  Scheduler" (arXiv 2408.13359).
+"""
 
 from __future__ import annotations
 

@@ -14,6 +14,11 @@ Recipe, for a history G_1..G_T of an earlier run (any schedule):
 
 Constant norms give exactly linear decay to zero; norms that are large early give an
 automatic warm-up; norms that rise late anneal faster at the end.
+
+References:
+  Defazio, Cutkosky, Mehta, Mishchenko 2023, "When, Why and How Much? Adaptive Learning Rate
+  Scheduling by Refinement" (arXiv 2310.07831); the recipe is the authors' `find_schedule.py`
+  in facebookresearch/adaptive_scheduling.
 """
 
 from __future__ import annotations

@@ -12,6 +12,12 @@ start value `a` (the peak) to a floor `m` (`end_value`):
   `0.5^(t / T_half)` over a window of D steps is the case m = a * 0.5^(D / T_half).
 * "inverse-proportional" (alias "inverse"): `a / (1 + p (a / m - 1))`, needs m > 0 (the decay
   used in a common WSD-S realisation; with a = 1, m = 0.1 it is 1 / 5.5 at p = 1/2).
+
+References:
+  Hu et al. 2024, "MiniCPM" (arXiv 2404.06395), section 4.2: WSD.
+  Wen, Li, Wang, Hall, Liang, Ma 2025, "Understanding Warmup-Stable-Decay Learning Rates: A
+  River Valley Loss Landscape Perspective" (ICLR 2025, arXiv 2410.05192): WSD-S.
+  Hagele et al. 2024 (arXiv 2405.18392): the 1-sqrt cooldown.
 """
 
 from __future__ import annotations
