@@ -1,0 +1,159 @@
+"""Tables and figures from run directories.
+
+    python -m experiments.report runs/wsd runs/cosine_* [--out runs/report]
+
+Each argument is a workdir; a WSD main branch's decayed branches (`<dir>/branches/at_<k>`) are
+included with it. Writes `report.md` (one row per run: steps, examples seen, final eval
+metrics, whether the workload's target was reached) and `loss.png` (train and eval loss
+against steps and against examples seen) and `lr.png` (the learning rate applied) to `--out`.
+A branch's curves start at its fork point; the main branch is drawn dashed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+from collections.abc import Sequence
+
+from experiments.train import read_metrics
+
+
+def expand(workdirs: Sequence[str]) -> list[pathlib.Path]:
+    """The workdirs and, after each, its branches in fork-step order."""
+    runs = []
+    for workdir in workdirs:
+        path = pathlib.Path(workdir)
+        if not (path / "config.json").exists():
+            raise ValueError(f"{workdir} is not a run directory (no config.json)")
+        runs.append(path)
+        branches = path / "branches"
+        if branches.is_dir():
+            found = [p for p in branches.iterdir() if (p / "config.json").exists()]
+            runs.extend(sorted(found, key=lambda p: int(p.name.split("_")[-1])))
+    return runs
+
+
+def summarize(workdir: pathlib.Path) -> dict:
+    config = json.loads((workdir / "config.json").read_text())
+    records = read_metrics(workdir)
+    train = [r for r in records if r["split"] == "train"]
+    evals = [r for r in records if r["split"] == "eval"]
+    lineage_path = workdir / "lineage.json"
+    lineage = json.loads(lineage_path.read_text()) if lineage_path.exists() else None
+    last_train = train[-1] if train else {}
+    return {
+        "workdir": workdir,
+        "name": _label(workdir, config, lineage),
+        "config": config,
+        "lineage": lineage,
+        "train": train,
+        "eval": evals,
+        "steps": last_train.get("step", -1) + 1,
+        "examples": last_train.get("examples", 0),
+        "final_eval": evals[-1] if evals else {},
+    }
+
+
+def _label(workdir: pathlib.Path, config: dict, lineage: dict | None) -> str:
+    schedule = config["schedule"]["name"]
+    if lineage is not None:
+        return f"{workdir.parent.parent.name}/decay@{lineage['step']}"
+    return f"{workdir.name} ({config['optimizer']['name']}, {schedule})"
+
+
+def compute_of(run: dict) -> int:
+    """Steps this run computed itself: a branch's steps before its fork were its parent's."""
+    start = run["lineage"]["step"] if run["lineage"] else 0
+    return max(0, run["steps"] - start)
+
+
+def table(runs: list[dict]) -> str:
+    metric_keys = sorted({k for r in runs for k in r["final_eval"] if k not in ("split", "step")})
+    header = ["run", "steps", "own steps", "examples"] + metric_keys
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for run in runs:
+        values = [
+            run["name"],
+            str(run["steps"]),
+            str(compute_of(run)),
+            f"{run['examples']:,}",
+        ] + [_fmt(run["final_eval"].get(k)) for k in metric_keys]
+        lines.append("| " + " | ".join(values) + " |")
+    return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+def figures(runs: list[dict], out: pathlib.Path) -> list[pathlib.Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (by_step, by_examples) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for run in runs:
+        style = "--" if run["workdir"].joinpath("branches").is_dir() else "-"
+        steps = [r["step"] for r in run["eval"]]
+        losses = [r["eval_loss"] for r in run["eval"]]
+        examples_per_step = run["examples"] / max(run["steps"], 1)
+        (line,) = by_step.plot(steps, losses, style, label=run["name"], marker=".")
+        by_examples.plot(
+            [s * examples_per_step for s in steps], losses, style, color=line.get_color()
+        )
+    for axis, xlabel in ((by_step, "step"), (by_examples, "examples seen")):
+        axis.set_xlabel(xlabel)
+        axis.set_ylabel("eval loss")
+        axis.grid(alpha=0.3)
+    by_step.legend(fontsize=7)
+    fig.tight_layout()
+    loss_path = out / "loss.png"
+    fig.savefig(loss_path, dpi=120)
+    plt.close(fig)
+
+    fig, axis = plt.subplots(figsize=(6, 4))
+    for run in runs:
+        axis.plot(
+            [r["step"] for r in run["train"]], [r["lr"] for r in run["train"]], label=run["name"]
+        )
+    axis.set_xlabel("step")
+    axis.set_ylabel("learning rate")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)
+    fig.tight_layout()
+    lr_path = out / "lr.png"
+    fig.savefig(lr_path, dpi=120)
+    plt.close(fig)
+    return [loss_path, lr_path]
+
+
+def report(workdirs: Sequence[str], out: str | pathlib.Path) -> pathlib.Path:
+    """Writes report.md and the figures to `out`; returns the path of report.md."""
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = [summarize(w) for w in expand(workdirs)]
+    text = ["# Report", "", table(runs), ""]
+    try:
+        paths = figures(runs, out)
+        text += [f"![{p.stem}]({p.name})" for p in paths]
+    except ImportError:
+        text.append("(figures need matplotlib: `pip install -e .[plots]`)")
+    path = out / "report.md"
+    path.write_text("\n".join(text) + "\n")
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("workdirs", nargs="+")
+    parser.add_argument("--out", default="runs/report")
+    args = parser.parse_args(argv)
+    path = report(args.workdirs, args.out)
+    print(path.read_text())
+    print(f"report: {path}")
+
+
+if __name__ == "__main__":
+    main()
