@@ -52,7 +52,7 @@ def _dog(
     init_eta: Any,
     layerwise: bool,
     sign: float,
-) -> optax.GradientTransformation:
+) -> optax.GradientTransformationExtraArgs:
     """The shared transform: updates are ``sign * eta * (g + weight_decay * x)``."""
     decay = not _is_zero(weight_decay)
 
@@ -80,7 +80,8 @@ def _dog(
             eta=eta,
         )
 
-    def update_fn(updates, state, params=None):
+    def update_fn(updates, state, params=None, **extra_args):
+        del extra_args  # DoG needs nothing beyond the params; other arguments are ignored
         if params is None:
             raise ValueError("DoG needs the current params: call update(grads, state, params)")
         dtype = _scalar_dtype(params)
@@ -140,7 +141,7 @@ def _dog(
         )
         return new_updates, new_state
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def _check(reps_rel, eps, weight_decay, init_eta) -> None:
@@ -156,7 +157,7 @@ def scale_by_dog(
     eps: float = 1e-8,
     init_eta: float | None = None,
     layerwise: bool = False,
-) -> optax.GradientTransformation:
+) -> optax.GradientTransformationExtraArgs:
     r"""Scales gradients by the DoG step size :math:`\eta_t` (no sign flip, no weight decay).
 
     Returns :math:`\eta_t g_t` with :math:`\eta_t` as in `dog` for :math:`c = 1`. Chain it with
@@ -170,7 +171,7 @@ def scale_by_dog(
       layerwise: one step size per leaf (L-DoG) instead of one for the whole tree.
 
     Returns:
-      A `GradientTransformation` whose state is a `ScaleByDogState`.
+      A `GradientTransformationExtraArgs` whose state is a `ScaleByDogState`.
 
     Example:
       >>> import jax.numpy as jnp, optax, optlib
@@ -196,7 +197,7 @@ def dog(
     weight_decay: float = 0.0,
     init_eta: float | None = None,
     layerwise: bool = False,
-) -> optax.GradientTransformation:
+) -> optax.GradientTransformationExtraArgs:
     r"""DoG: SGD whose step size is the distance travelled over the root of summed gradients.
 
     With :math:`g_t \leftarrow g_t + \lambda x_t` (coupled weight decay), at step
@@ -233,7 +234,7 @@ def dog(
       layerwise: L-DoG: one step size per leaf.
 
     Returns:
-      A `GradientTransformation` whose state is a `ScaleByDogState`.
+      A `GradientTransformationExtraArgs` whose state is a `ScaleByDogState`.
 
     Example:
       >>> import jax, jax.numpy as jnp, optax, optlib
@@ -264,7 +265,7 @@ def ldog(
     eps: float = 1e-8,
     weight_decay: float = 0.0,
     init_eta: float | None = None,
-) -> optax.GradientTransformation:
+) -> optax.GradientTransformationExtraArgs:
     r"""L-DoG: DoG with one step size per leaf, :math:`\eta^l_t = c_t \bar r^l_t/\sqrt{G^l_t}`.
 
     Same as ``dog(..., layerwise=True)``; see `dog` for the math and arguments.

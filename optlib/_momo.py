@@ -183,7 +183,7 @@ def momo(
         return MomoState(
             count=jnp.zeros([], jnp.int32),
             loss_avg=jnp.zeros([], dtype),
-            grad_avg=jax.tree.map(lambda x: jnp.zeros(x.shape, _wide(x.dtype)), params),
+            grad_avg=jax.tree.map(lambda x: jnp.zeros_like(x, _wide(x.dtype)), params),
             grad_dot=jnp.zeros([], dtype),
             lower_bound=jnp.asarray(lower_bound, dtype),
             step_size=jnp.zeros([], dtype),
@@ -330,7 +330,7 @@ def momo_adam(
 
     def init_fn(params):
         dtype = _scalar_dtype(params)
-        zeros = lambda x: jnp.zeros(x.shape, _wide(x.dtype))  # noqa: E731
+        zeros = lambda x: jnp.zeros_like(x, _wide(x.dtype))  # noqa: E731
         return MomoAdamState(
             count=jnp.zeros([], jnp.int32),
             loss_avg=jnp.zeros([], dtype),
