@@ -171,7 +171,9 @@ def schedule_free(
             count=jnp.zeros([], jnp.int32),
             weight_sum=jnp.zeros([], dtype),
             lr_max=jnp.zeros([], dtype),
-            z=jax.tree.map(lambda p: jnp.asarray(p, _wide(p.dtype)), params),
+            # A copy even when the dtype is kept: a donated step must not see the params'
+            # buffer twice.
+            z=jax.tree.map(lambda p: jnp.astype(p, _wide(p.dtype), copy=True), params),
             base_state=base.init(params),
         )
 
@@ -241,7 +243,7 @@ def _scale_by_sf_base(
     """
 
     def init_fn(params):
-        nu = jax.tree.map(lambda p: jnp.zeros(p.shape, _wide(p.dtype)), params) if adam else None
+        nu = jax.tree.map(lambda p: jnp.zeros_like(p, _wide(p.dtype)), params) if adam else None
         return ScaleBySfAdamState(count=jnp.zeros([], jnp.int32), nu=nu)
 
     def update_fn(updates, state, params=None):
