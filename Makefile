@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 PLOTS_STAMP := $(VENV)/.installed-plots
 
-.PHONY: run test bench lint format golden clean schedules-gallery
+.PHONY: run demo test bench lint format golden clean schedules-gallery
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,12 @@ $(PLOTS_STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e ".[plots]"
 	touch $@ $(STAMP)
 
-## make run: train the built-in demo (toy workloads x optlib optimizers) and print a table.
-run: $(STAMP)
+## make run: the default study: WSD branches vs cosine runs vs schedule-free on the char LM.
+run: $(PLOTS_STAMP)
+	$(PY) -m experiments.study
+
+## make demo: every optlib optimizer on toy workloads with a small lr grid (~15 s).
+demo: $(STAMP)
 	$(PY) -m experiments.demo
 
 ## make test: the whole suite on CPU with 8 simulated devices.

@@ -33,14 +33,46 @@ class OptimizerEntry:
     eval_params: Callable[[Any, Any], Any] | None = None
 
 
+def _averaged(factory: Callable[..., optax.GradientTransformation]) -> Callable:
+    """`factory` wrapped in iterate averaging (DoG's authors: "must be combined with it")."""
+
+    def build(learning_rate, kind="polynomial", gamma=8.0, decay=0.999, **kwargs):
+        return optlib.with_averaging(factory(learning_rate, **kwargs), kind, gamma, decay)
+
+    return build
+
+
+def _sam(learning_rate, base="sgd", base_kwargs=None, **sam_kwargs):
+    """SAM around the optimizer named `base`, which gets the learning rate."""
+    return optlib.sam(build(base, learning_rate, **(base_kwargs or {})), **sam_kwargs)
+
+
+def _average_of(opt_state, params):
+    del params
+    return optlib.averaged_params(opt_state)
+
+
 OPTIMIZERS: dict[str, OptimizerEntry] = {
     # optax baselines
     "adamw": OptimizerEntry(optax.adamw),
     "nadamw": OptimizerEntry(optax.nadamw),
     "sgd": OptimizerEntry(optax.sgd),
     # optlib
+    "dog": OptimizerEntry(optlib.dog),
+    "dog_averaged": OptimizerEntry(_averaged(optlib.dog), eval_params=_average_of),
     "lamb": OptimizerEntry(optlib.lamb),
     "lars": OptimizerEntry(optlib.lars),
+    "ldog": OptimizerEntry(optlib.ldog),
+    "ldog_averaged": OptimizerEntry(_averaged(optlib.ldog), eval_params=_average_of),
+    "momo": OptimizerEntry(optlib.momo, needs=("value",)),
+    "momo_adam": OptimizerEntry(optlib.momo_adam, needs=("value",)),
+    "sam": OptimizerEntry(_sam, needs=("grad_fn",)),
+    "schedule_free_adamw": OptimizerEntry(
+        optlib.schedule_free_adamw, eval_params=optlib.schedule_free_eval_params
+    ),
+    "schedule_free_sgd": OptimizerEntry(
+        optlib.schedule_free_sgd, eval_params=optlib.schedule_free_eval_params
+    ),
     "tvlars": OptimizerEntry(optlib.tvlars),
 }
 

@@ -10,6 +10,7 @@ import jax
 import numpy as np
 import pytest
 
+import optlib.registry
 from experiments import branch, checkpointing, sharding, train, workloads
 from experiments.configs import common
 
@@ -207,3 +208,32 @@ def test_override_of_a_missing_key_is_an_error(tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert "nmae" in result.stderr
+
+
+@pytest.mark.parametrize("name", optlib.registry.names())
+def test_every_registered_optimizer_trains_in_the_loop(tmp_path, name):
+    config = quadratic_config(3)
+    config.optimizer.name = name
+    config.optimizer.kwargs = {}
+    config.eval_every = 3
+    result = train.train(config, tmp_path)
+    assert result["step"] == 3 and np.isfinite(result["eval"]["eval_loss"])
+
+
+def test_study_runs_at_toy_size(tmp_path):
+    from experiments import study
+
+    # The study's plumbing on the quadratic (compiling the LM six times would dominate).
+    tiny = {
+        "workload": workloads.default_config("quadratic"),
+        "eval_every": 10,
+        "checkpoint.every": 10,
+    }
+    result = study.run_study(tmp_path, [10, 20], progress_bar=False, overrides=tiny)
+    assert [row["budget"] for row in result["rows"]] == [10, 20]
+    assert [row["wsd_steps"] for row in result["rows"]] == [10, 20]
+    assert result["totals"] == {"cosine": 30, "wsd": 16 + 2 + 4}
+    text = study.comparison_table(result)
+    assert "| 10 |" in text and "73% of the cosine runs" in text
+    assert result["report"].exists()
+    assert "decay@8" in result["report"].read_text()
