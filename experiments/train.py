@@ -17,6 +17,7 @@ events under `tb/`, checkpoints under `checkpoints/`, and `lineage.json` for for
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import pathlib
@@ -87,28 +88,35 @@ def _schedule_params(name: str) -> tuple[str, ...]:
     return tuple(inspect.signature(schedules.registry.SCHEDULES[name]).parameters)
 
 
-def train(
-    config: ml_collections.ConfigDict,
-    workdir: str | pathlib.Path,
-    *,
-    devices=None,
-    stop_after: int | None = None,
-) -> dict[str, Any]:
-    """Trains `config` in `workdir`; returns a summary (final step, last eval metrics, origin).
+@dataclasses.dataclass(frozen=True)
+class Program:
+    """Everything compiled for one config on one mesh, before any array exists.
 
-    Args:
-      config: an experiment config (see `experiments/configs/common.py`).
-      workdir: the run directory; created if missing.
-      devices: devices of the mesh (default: all).
-      stop_after: stop (without a final checkpoint) once this step is reached: a stand-in
-        for a crash in tests of resumption.
+    `abstract_state` holds ShapeDtypeStructs that carry the state's shardings, so the step
+    can be lowered and compiled ahead of time (`experiments.aot`) and checkpoints restored
+    straight into place.
     """
-    workdir = pathlib.Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    check_workdir_config(workdir, config)
-    is_main_process = jax.process_index() == 0
 
-    # --- what to train -------------------------------------------------------------------
+    workload: workloads.Workload
+    mesh: jax.sharding.Mesh
+    entry: optlib.registry.OptimizerEntry
+    schedule: Any
+    abstract_state: dict
+    state_shardings: dict
+    batch_sharding: jax.sharding.NamedSharding
+    init: Any  # init(params or None) -> a sharded state
+    step_fn: Any  # jitted (state, batch) -> (state, metrics); donates the state
+    eval_fn: Any  # jitted (state, eval_batch) -> metrics, at the optimizer's eval params
+
+    def abstract_batch(self) -> dict:
+        return jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.batch_sharding),
+            self.workload.batch(0),
+        )
+
+
+def build(config: ml_collections.ConfigDict, devices=None) -> Program:
+    """The workload, mesh, optimizer, schedule, shardings and jitted functions of `config`."""
     workload = workloads.make(config.workload)
     mesh = sharding.make_mesh(config.mesh.to_dict(), devices)
     sharding.check_batch_size(workload.batch_size, mesh)
@@ -126,38 +134,14 @@ def train(
     def init_fresh():
         return init_state(workload.init_params(jax.random.PRNGKey(config.seed)))
 
-    # --- abstract state -> shardings -> restore or init ----------------------------------
+    # The state is never materialised unsharded: shapes first, then shardings from the FSDP
+    # rule, then a jitted init that writes each shard where it belongs.
     abstract = jax.eval_shape(init_fresh)
     state_shardings = sharding.tree_shardings(abstract, mesh)
     abstract = checkpointing.abstract_with_shardings(abstract, state_shardings)
     fresh = jax.jit(init_fresh, out_shardings=state_shardings)
     around = jax.jit(init_state, out_shardings=state_shardings)
 
-    checkpointer = checkpointing.Checkpointer(
-        workdir,
-        every=config.checkpoint.every,
-        keep=config.checkpoint.keep,
-        keep_steps=tuple(config.checkpoint.keep_steps),
-    )
-    lineage = None
-    if config.fork.parent:
-        parent_config = pathlib.Path(config.fork.parent) / "config.json"
-        if parent_config.exists():
-            lineage = {"config_diff": common.diff(json.loads(parent_config.read_text()), config)}
-    state, origin = checkpointing.restore_or_init(
-        workdir,
-        checkpointer,
-        abstract,
-        init=lambda params: fresh() if params is None else around(params),
-        fork_parent=config.fork.parent or None,
-        fork_step=config.fork.step if config.fork.step >= 0 else None,
-        init_params_from=config.init_params_from or None,
-        lineage=lineage,
-    )
-    if is_main_process:
-        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
-
-    # --- the step ------------------------------------------------------------------------
     batch_sharding = sharding.batch_sharding(mesh)
     replicated = sharding.replicated(mesh)
 
@@ -194,8 +178,69 @@ def train(
             params = entry.eval_params(state["opt_state"], params)
         return workload.eval_metrics(params, batch)
 
-    eval_fn = jax.jit(eval_step, out_shardings=replicated)
-    eval_batch = jax.device_put(workload.eval_batch(), replicated)
+    return Program(
+        workload=workload,
+        mesh=mesh,
+        entry=entry,
+        schedule=schedule,
+        abstract_state=abstract,
+        state_shardings=state_shardings,
+        batch_sharding=batch_sharding,
+        init=lambda params: fresh() if params is None else around(params),
+        step_fn=step_fn,
+        eval_fn=jax.jit(eval_step, out_shardings=replicated),
+    )
+
+
+def train(
+    config: ml_collections.ConfigDict,
+    workdir: str | pathlib.Path,
+    *,
+    devices=None,
+    stop_after: int | None = None,
+) -> dict[str, Any]:
+    """Trains `config` in `workdir`; returns a summary (final step, last eval metrics, origin).
+
+    Args:
+      config: an experiment config (see `experiments/configs/common.py`).
+      workdir: the run directory; created if missing.
+      devices: devices of the mesh (default: all).
+      stop_after: stop (without a final checkpoint) once this step is reached: a stand-in
+        for a crash in tests of resumption.
+    """
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    check_workdir_config(workdir, config)
+    is_main_process = jax.process_index() == 0
+    program = build(config, devices)
+    workload, mesh, abstract = program.workload, program.mesh, program.abstract_state
+
+    # --- restore or init -----------------------------------------------------------------
+    checkpointer = checkpointing.Checkpointer(
+        workdir,
+        every=config.checkpoint.every,
+        keep=config.checkpoint.keep,
+        keep_steps=tuple(config.checkpoint.keep_steps),
+    )
+    lineage = None
+    if config.fork.parent:
+        parent_config = pathlib.Path(config.fork.parent) / "config.json"
+        if parent_config.exists():
+            lineage = {"config_diff": common.diff(json.loads(parent_config.read_text()), config)}
+    state, origin = checkpointing.restore_or_init(
+        workdir,
+        checkpointer,
+        abstract,
+        init=program.init,
+        fork_parent=config.fork.parent or None,
+        fork_step=config.fork.step if config.fork.step >= 0 else None,
+        init_params_from=config.init_params_from or None,
+        lineage=lineage,
+    )
+    if is_main_process:
+        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+    step_fn, eval_fn = program.step_fn, program.eval_fn
+    eval_batch = jax.device_put(workload.eval_batch(), sharding.replicated(mesh))
 
     # --- the loop ------------------------------------------------------------------------
     writer = _Writer(workdir, enabled=is_main_process)
