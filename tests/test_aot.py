@@ -1,0 +1,110 @@
+"""The ahead-of-time compile check: exact per-device state sizes from the shardings, XLA's
+memory analysis consistent with them, and the command line on simulated devices."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from experiments import aot
+from experiments.configs import quadratic
+
+DIM = 1024  # >= the FSDP rule's min_size, so fsdp splits the parameter and its moments
+
+
+def _config(dim: int = DIM):
+    config = quadratic.get_config()
+    config.workload.dim = dim
+    return config
+
+
+@pytest.fixture(scope="module")
+def reports():
+    return {
+        fsdp: aot.compile_report(_config(), {"data": 8 // fsdp, "fsdp": fsdp}) for fsdp in (1, 2)
+    }
+
+
+def test_arguments_are_the_state_and_the_batch(reports):
+    for report in reports.values():
+        assert report.argument_bytes == report.state_bytes + report.batch_bytes
+        # The state is donated: the compiled step reuses every state buffer for its output.
+        assert report.alias_bytes == report.state_bytes
+        assert report.output_bytes >= report.state_bytes
+        assert report.temp_bytes is not None and report.temp_bytes >= 0
+
+
+def test_fsdp_halves_the_split_leaves(reports):
+    # AdamW holds x, mu and nu (each DIM float32); fsdp=2 stores half of each per device,
+    # the scalars (step, count) stay whole.
+    split = 3 * DIM * 4
+    assert reports[1].state_bytes - reports[2].state_bytes == split // 2
+    assert reports[1].params_bytes == DIM * 4
+    assert reports[2].params_bytes == DIM * 4 // 2
+    # Batch rows are split over all 8 devices in both meshes: 32 rows of (DIM + 1) floats.
+    assert reports[1].batch_bytes == reports[2].batch_bytes == 32 // 8 * (DIM + 1) * 4
+    assert reports[1].num_params == DIM
+
+
+def test_flops_scale_with_the_problem(reports):
+    # The step's matvecs cost ~2 * rows * DIM per device, forward and backward.
+    flops = reports[1].flops
+    if flops is None:
+        pytest.skip("XLA:CPU gave no cost analysis")
+    assert flops >= 2 * (32 // 8) * DIM
+
+
+def test_report_formats_every_number(reports):
+    text = reports[2].format()
+    for label in ("state", "arguments", "temporaries", "generated code", "FLOPs"):
+        assert label in text
+    assert f"{reports[2].state_bytes:,} B" in text
+
+
+def test_mesh_needing_more_devices_is_an_error():
+    with pytest.raises(ValueError, match="needs 16 devices"):
+        aot.compile_report(_config(8), {"data": 8, "fsdp": 2})
+    with pytest.raises(ValueError, match="unknown axes"):
+        aot.compile_report(_config(8), {"model": 2})
+
+
+def test_parse_mesh():
+    assert aot.parse_mesh("data:4,fsdp:2") == {"data": 4, "fsdp": 2}
+    with pytest.raises(ValueError, match="axis:size"):
+        aot.parse_mesh("data=4")
+    with pytest.raises(ValueError, match="integer"):
+        aot.parse_mesh("data:four")
+
+
+def test_command_line_sets_the_device_count_before_jax():
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"  # must be replaced, not kept
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.aot",
+            "--config=experiments/configs/quadratic.py",
+            "--mesh=data:2,fsdp:3",
+            "--config.workload.batch_size=12",
+            "--config.workload.dim=1026",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert "6 cpu devices available" in out
+    assert "mesh {'data': 2, 'fsdp': 3}" in out
+    assert "1,026 params" in out
+    # x, mu and nu split three ways (342 floats each), plus int32 scalars (step and counts).
+    state_line = next(line for line in out.splitlines() if "state (params" in line)
+    assert f"(params      0.001 MiB ({342 * 4:,} B))" in state_line
+    state = int(state_line.split("MiB (")[1].split(" B)")[0].replace(",", ""))
+    assert 0 < state - 3 * 342 * 4 <= 4 * 4
