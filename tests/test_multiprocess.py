@@ -1,0 +1,200 @@
+"""Multi-process training on one machine: two processes x 4 CPU devices, jax.distributed on
+loopback with gloo collectives, launched exactly as tpu/run.sh launches `experiments.main` on
+the workers of a pod (coordinator host:port pinned, one JAX_PROCESS_ID per process).
+
+The two-process run trains 10 steps, is launched again with `steps=20` and resumes from its
+step-10 checkpoint (what tpu/relaunch.sh relies on); its losses and final params must equal a
+single-process run on the 8 devices of this test process. A launch missing a process must exit
+with an error instead of hanging.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from experiments import checkpointing, main, train
+from experiments.configs import quadratic
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+STEPS = 20
+# The same run, as config overrides (children) and as a config (this process). dim=1024 with
+# fsdp=2 splits the parameter and the Adam moments over devices of both processes.
+OVERRIDES = {
+    "workload.dim": 1024,
+    "mesh.data": 4,
+    "mesh.fsdp": 2,
+    "schedule.name": "warmup",  # no dependence on `steps`, so the run may be extended
+    "schedule.kwargs.warmup_steps": 5,
+    "checkpoint.every": 10,
+    "eval_every": 10,
+    "log_every": 1,
+    "progress_bar": False,
+}
+CHILD_TIMEOUT_S = 180
+
+
+def _config(steps: int):
+    config = quadratic.get_config()
+    with config.unlocked():
+        for key, value in OVERRIDES.items():
+            *parents, leaf = key.split(".")
+            node = config
+            for name in parents:
+                node = node[name]
+            node[leaf] = value
+        config.steps = steps
+    return config
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(workdir: pathlib.Path, steps: int, process_ids, num_processes: int = 2, **env_extra):
+    """Runs experiments.main as processes `process_ids` of `num_processes`; returns results."""
+    port = _free_port()
+    procs = []
+    for pid in process_ids:
+        env = dict(os.environ)
+        env.update(
+            JAX_PLATFORMS="cpu",
+            XLA_FLAGS="--xla_force_host_platform_device_count=4",
+            JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+            JAX_NUM_PROCESSES=str(num_processes),
+            JAX_PROCESS_ID=str(pid),
+            EXPERIMENTS_INIT_TIMEOUT_S="60",
+        )
+        env.update(env_extra)
+        args = [
+            sys.executable,
+            "-m",
+            "experiments.main",
+            "--config=experiments/configs/quadratic.py",
+            f"--workdir={workdir}",
+            f"--config.steps={steps}",
+        ] + [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
+        procs.append(
+            subprocess.Popen(
+                args,
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,  # so a hung child and its threads can be killed
+            )
+        )
+    results = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=CHILD_TIMEOUT_S)
+            results.append((proc.returncode, out, err))
+    except subprocess.TimeoutExpired:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"multi-process run did not finish within {CHILD_TIMEOUT_S} s (a hang)")
+    return results
+
+
+def _summary(out: str) -> dict:
+    return json.loads(out.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("single")
+    return {**train.train(_config(STEPS), workdir), "workdir": workdir}
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("multi") / "run"
+    first = _launch(workdir, 10, (0, 1))
+    for rc, _, err in first:
+        assert rc == 0, err[-3000:]
+    second = _launch(workdir, STEPS, (0, 1))
+    for rc, _, err in second:
+        assert rc == 0, err[-3000:]
+    return workdir, first, second
+
+
+def test_two_processes_match_one(two_process_run, reference, tmp_path):
+    workdir, first, second = two_process_run
+    # Both launches saw the whole 8-device mesh, and the second resumed at step 10.
+    assert "mesh {'data': 4, 'fsdp': 2}" in first[0][2]
+    assert "'kind': 'resume', 'step': 10" in second[0][2]
+    summaries = [_summary(out) for _, out, _ in second]
+    assert summaries[0] == summaries[1]  # every process reports the same global result
+    assert summaries[0]["step"] == STEPS
+    np.testing.assert_allclose(
+        summaries[0]["eval"]["eval_loss"], reference["eval"]["eval_loss"], rtol=1e-5
+    )
+
+    # Per-step training losses (process 0 writes the log) against the single-process run.
+    multi = {r["step"]: r["loss"] for r in train.read_metrics(workdir) if r["split"] == "train"}
+    single = {
+        r["step"]: r["loss"]
+        for r in train.read_metrics(reference["workdir"])
+        if r["split"] == "train"
+    }
+    assert sorted(multi) == sorted(single) == list(range(STEPS))
+    np.testing.assert_allclose(
+        [multi[s] for s in range(STEPS)], [single[s] for s in range(STEPS)], rtol=1e-5
+    )
+
+    # The final checkpoint holds the whole state; restored here onto 8 local devices.
+    program = train.build(_config(STEPS))
+    checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
+    assert checkpointer.steps() == [10, 20]
+    restored = checkpointer.restore(STEPS, program.abstract_state)
+    checkpointer.close()
+    assert int(restored["step"]) == STEPS
+    for got, want in zip(
+        jax.tree.leaves(restored), jax.tree.leaves(reference["state"]), strict=True
+    ):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-6)
+    # The run moved: the comparison is not between two copies of the initial point.
+    assert float(np.abs(np.asarray(restored["params"]["x"])).max()) > 1e-3
+
+
+def test_fewer_than_all_processes_is_an_error(tmp_path):
+    # Process 1 of 2 never starts: process 0 must give up after its init timeout.
+    ((rc, _, err),) = _launch(tmp_path / "run", 2, (0,), EXPERIMENTS_INIT_TIMEOUT_S="3")
+    assert rc != 0
+    assert "every process must join within 3 s" in err
+    assert "DEADLINE_EXCEEDED" in err or "Deadline" in err
+
+
+def test_distributed_kwargs_checks_the_environment():
+    base = {"JAX_COORDINATOR_ADDRESS": "10.0.0.2:8476", "JAX_NUM_PROCESSES": "4"}
+    kwargs = main.distributed_kwargs({**base, "JAX_PROCESS_ID": "3"})
+    assert kwargs == {
+        "initialization_timeout": 300,
+        "coordinator_address": "10.0.0.2:8476",
+        "num_processes": 4,
+        "process_id": 3,
+    }
+    with pytest.raises(ValueError, match="must be in"):
+        main.distributed_kwargs({**base, "JAX_PROCESS_ID": "4"})
+    with pytest.raises(ValueError, match="host:port"):
+        main.distributed_kwargs({**base, "JAX_COORDINATOR_ADDRESS": "10.0.0.2"})
+    with pytest.raises(ValueError, match="JAX_PROCESS_ID"):
+        main.distributed_kwargs(base)
+    with pytest.raises(ValueError, match=">= 1"):
+        main.distributed_kwargs({"EXPERIMENTS_INIT_TIMEOUT_S": "0"})
+    assert main.distributed_kwargs({"TPU_WORKER_HOSTNAMES": "a,b"}) == {
+        "initialization_timeout": 300
+    }
