@@ -31,6 +31,16 @@ NO_EXTRA: Callable[[dict], dict] = lambda grads: {}
 WITH_VALUE: Callable[[dict], dict] = lambda grads: {"value": jnp.float32(1.0)}
 WITH_GRAD_FN: Callable[[dict], dict] = lambda grads: {"grad_fn": lambda params: grads}
 
+
+def copy_params_at_init(opt: optax.GradientTransformation) -> optax.GradientTransformation:
+    """optax.contrib.dog keeps the params array itself as x0, which a step that donates both
+    params and state rejects ("donate the same buffer twice"); optlib.dog copies at init."""
+    opt = optax.with_extra_args_support(opt)
+    return optax.GradientTransformationExtraArgs(
+        lambda params: opt.init(jax.tree.map(jnp.copy, params)), opt.update
+    )
+
+
 # (name, ours, optax equivalent or None[, extra update arguments]); same hyper-parameters on
 # both sides.
 PAIRS: list[tuple] = [
@@ -50,6 +60,10 @@ PAIRS: list[tuple] = [
         lambda: optax.lars(1e-3, weight_decay=1e-4, momentum=0.9),
     ),
     ("tvlars", lambda: optlib.tvlars(1e-3, weight_decay=1e-4), None),
+    ("dog", lambda: optlib.dog(), lambda: copy_params_at_init(optax.contrib.dog()), NO_EXTRA),
+    ("ldog", lambda: optlib.ldog(), None, NO_EXTRA),
+    ("momo", lambda: optlib.momo(), lambda: optax.contrib.momo(), WITH_VALUE),
+    ("momo_adam", lambda: optlib.momo_adam(), lambda: optax.contrib.momo_adam(), WITH_VALUE),
 ]
 ADAMW = ("adamw (optax)", lambda: optax.adamw(1e-3, weight_decay=0.01))
 
