@@ -142,9 +142,9 @@ def momo(
     :math:`f_* \leftarrow \max(\mathrm{lb}, (h_k - \tfrac12 \tau_k \|d_k\|^2)/\rho_k)` with
     :math:`h_k = \bar f_k + \langle d_k, x_k\rangle - \gamma_k`.
 
-    NaN guard: if ``value`` or one of the step's inner products is not finite (a NaN or inf
-    in the loss or the gradient), the step is skipped: the update is zero, the state is kept,
-    and ``state.skipped`` counts it. Count it in your logs; the step is not silently taken.
+    NaN guard: if ``value`` or :math:`\langle g_k, x_k\rangle` is not finite (a NaN or inf in
+    the loss, the gradient or the params), the step is skipped: the update is zero, the state
+    is kept, and ``state.skipped`` counts it. Log it; the step is not silently taken.
 
     Args:
       learning_rate: the cap :math:`\alpha > 0` on the step (1 works well per the authors),
@@ -205,23 +205,24 @@ def momo(
             b = jnp.where(state.count == 0, jnp.zeros([], dtype), b)
             rho = jnp.ones([], dtype)
 
-        def d_new(g, d):
-            return b.astype(d.dtype) * d + (1 - b).astype(d.dtype) * g.astype(d.dtype)
-
         def dot(a, c):
             return jnp.sum(a.astype(dtype) * c.astype(dtype))
 
-        # All three products read only inputs (g, x, d_{k-1}); d_k is recomputed inside each
-        # reduction instead of being written out and read back.
-        gx = _tree_sum(jax.tree.map(dot, updates, params))
-        dx = _tree_sum(
-            jax.tree.map(lambda g, d, x: dot(d_new(g, d), x), updates, state.grad_avg, params)
-        )
-        dd = _tree_sum(
-            jax.tree.map(lambda g, d: jnp.sum(jnp.square(d_new(g, d).astype(dtype))), updates,
-                         state.grad_avg)
-        )  # fmt: skip
+        # Memory passes, not flops, set the step time. <g, x> reads only inputs; the guard
+        # needs nothing else (a NaN or inf in g or x makes it non-finite), so the new average
+        # d_k is written once, already guarded, as the state; the two remaining products read
+        # it, and the final pass reads x and d_k. That is optax's pass count plus the guard.
         f = value.astype(dtype)
+        gx = _tree_sum(jax.tree.map(dot, updates, params))
+        ok = jnp.isfinite(f) & jnp.isfinite(gx)
+
+        def average(g, d):
+            new = b.astype(d.dtype) * d + (1 - b).astype(d.dtype) * g.astype(d.dtype)
+            return jnp.where(ok, new, d)
+
+        grad_avg = jax.tree.map(average, updates, state.grad_avg)
+        dx = _tree_sum(jax.tree.map(dot, grad_avg, params))
+        dd = _tree_sum(jax.tree.map(lambda d: dot(d, d), grad_avg))
         loss_avg = b * state.loss_avg + (1 - b) * f
         gamma = b * state.grad_dot + (1 - b) * gx
         q = 1 + alpha * jnp.asarray(weight_decay, dtype) if decay else 1.0
@@ -229,21 +230,17 @@ def momo(
             alpha, rho, q, loss_avg, dx, gamma, dd, state.lower_bound,
             jnp.asarray(lower_bound, dtype), adapt_lower_bound,
         )  # fmt: skip
-        ok = jnp.isfinite(f) & jnp.isfinite(gx) & jnp.isfinite(dx) & jnp.isfinite(dd)
 
         def leaf(g, d, x):
-            d = d_new(g, d)
             step = tau.astype(d.dtype) * d
             if decay:
                 x = x.astype(d.dtype)
                 u = (x - step) / q.astype(d.dtype) - x
             else:
                 u = -step
-            return jnp.where(ok, u, 0).astype(g.dtype), d
+            return jnp.where(ok, u, 0).astype(g.dtype)
 
-        out = jax.tree.map(leaf, updates, state.grad_avg, params)
-        new_updates = jax.tree.map(lambda _, o: o[0], updates, out)
-        grad_avg = jax.tree.map(lambda old, o: jnp.where(ok, o[1], old), state.grad_avg, out)
+        new_updates = jax.tree.map(leaf, updates, grad_avg, params)
         keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
         new_state = MomoState(
             count=keep(optax.safe_increment(state.count), state.count),
@@ -354,25 +351,30 @@ def momo_adam(
         rho = 1 - beta1**k
         bc2 = 1 - beta2**k
 
-        def moments(g, d, v):
-            g = g.astype(d.dtype)
-            d = beta1.astype(d.dtype) * d + (1 - beta1).astype(d.dtype) * g
-            v = beta2.astype(v.dtype) * v + (1 - beta2).astype(v.dtype) * g * g
-            precond = jnp.sqrt(v / bc2.astype(v.dtype)) + jnp.asarray(eps, v.dtype)
-            return d, v, precond
-
         def dot(a, c):
             return jnp.sum(a.astype(dtype) * c.astype(dtype))
 
-        def products(g, d, v, x):
-            d, _, precond = moments(g, d, v)
-            return dot(g, x), dot(d, x), dot(d, d / precond)
-
-        prods = jax.tree.map(products, updates, state.grad_avg, state.grad_sq_avg, params)
-        gx, dx, dd = (
-            _tree_sum(jax.tree.map(lambda _, p, i=i: p[i], updates, prods)) for i in range(3)
-        )
+        # Passes as in `momo`: <g, x> and the guard from inputs, then d_k and v_k written once
+        # (guarded) as the state, two products that read them, and the final pass.
         f = value.astype(dtype)
+        gx = _tree_sum(jax.tree.map(dot, updates, params))
+        ok = jnp.isfinite(f) & jnp.isfinite(gx)
+
+        def moments(g, d, v):
+            g = g.astype(d.dtype)
+            d_new = beta1.astype(d.dtype) * d + (1 - beta1).astype(d.dtype) * g
+            v_new = beta2.astype(v.dtype) * v + (1 - beta2).astype(v.dtype) * g * g
+            return jnp.where(ok, d_new, d), jnp.where(ok, v_new, v)
+
+        def precond(v):
+            # A scalar reciprocal: one division per element fewer than v / bc2.
+            return jnp.sqrt(v * (1 / bc2).astype(v.dtype)) + jnp.asarray(eps, v.dtype)
+
+        new_moments = jax.tree.map(moments, updates, state.grad_avg, state.grad_sq_avg)
+        grad_avg = jax.tree.map(lambda _, m: m[0], updates, new_moments)
+        grad_sq_avg = jax.tree.map(lambda _, m: m[1], updates, new_moments)
+        dx = _tree_sum(jax.tree.map(dot, grad_avg, params))
+        dd = _tree_sum(jax.tree.map(lambda d, v: dot(d, d / precond(v)), grad_avg, grad_sq_avg))
         loss_avg = beta1 * state.loss_avg + (1 - beta1) * f
         gamma = beta1 * state.grad_dot + (1 - beta1) * gx
         q = 1 + alpha * jnp.asarray(weight_decay, dtype) if decay else 1.0
@@ -380,11 +382,9 @@ def momo_adam(
             alpha, rho, q, loss_avg, dx, gamma, dd, state.lower_bound,
             jnp.asarray(lower_bound, dtype), adapt_lower_bound,
         )  # fmt: skip
-        ok = jnp.isfinite(f) & jnp.isfinite(gx) & jnp.isfinite(dx) & jnp.isfinite(dd)
 
         def leaf(g, d, v, x):
-            d, v, precond = moments(g, d, v)
-            step = tau.astype(d.dtype) * (d / precond)
+            step = tau.astype(d.dtype) * (d / precond(v))
             x = x.astype(d.dtype)
             if not decay:
                 u = -step
@@ -392,19 +392,15 @@ def momo_adam(
                 u = (x - step) / q.astype(d.dtype) - x
             else:
                 u = -(alpha * jnp.asarray(weight_decay, dtype)).astype(d.dtype) * x - step
-            return jnp.where(ok, u, 0).astype(g.dtype), d, v
+            return jnp.where(ok, u, 0).astype(g.dtype)
 
-        out = jax.tree.map(leaf, updates, state.grad_avg, state.grad_sq_avg, params)
-        pick = lambda i, old: jax.tree.map(  # noqa: E731
-            lambda o, n: jnp.where(ok, n[i], o), old, out
-        )
-        new_updates = jax.tree.map(lambda _, o: o[0], updates, out)
+        new_updates = jax.tree.map(leaf, updates, grad_avg, grad_sq_avg, params)
         keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
         new_state = MomoAdamState(
             count=keep(optax.safe_increment(state.count), state.count),
             loss_avg=keep(loss_avg, state.loss_avg),
-            grad_avg=pick(1, state.grad_avg),
-            grad_sq_avg=pick(2, state.grad_sq_avg),
+            grad_avg=grad_avg,
+            grad_sq_avg=grad_sq_avg,
             grad_dot=keep(gamma, state.grad_dot),
             lower_bound=keep(lb, state.lower_bound),
             step_size=keep(tau, state.step_size),
