@@ -291,3 +291,26 @@ def test_other_extra_arguments_reach_the_base_optimizer():
         value=jnp.float32(3.0),
     )
     assert float(seen["value"]) == 3.0
+
+
+def test_matches_optax_contrib_sam_in_opaque_mode():
+    # optax.contrib.sam with a normalised SGD(rho) adversary is the same method (it divides by
+    # the bare norm; we add 1e-12), so both step alike on the quadratic.
+    rho = 0.05
+    ours = optlib.sam(optax.sgd(0.05, momentum=0.9), rho=rho)
+    theirs = optax.contrib.sam(
+        optax.sgd(0.05, momentum=0.9),
+        optax.chain(optax.contrib.normalize(), optax.sgd(rho)),
+        sync_period=2,
+        opaque_mode=True,
+    )
+    grad_fn = jax.grad(quadratic)
+    p1 = p2 = start(jnp.float32)
+    s1, s2 = ours.init(p1), theirs.init(p2)
+    for _ in range(5):
+        u1, s1 = ours.update(grad_fn(p1), s1, p1, grad_fn=grad_fn)
+        p1 = optax.apply_updates(p1, u1)
+        u2, s2 = theirs.update(grad_fn(p2), s2, p2, grad_fn=lambda p, _: grad_fn(p))
+        p2 = optax.apply_updates(p2, u2)
+    for k in p1:
+        np.testing.assert_allclose(p1[k], p2[k], rtol=1e-5, atol=1e-6)

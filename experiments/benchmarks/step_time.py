@@ -29,7 +29,11 @@ import optlib
 # the loss as `value=`, SAM's opaque mode a `grad_fn`. Methods that need none use NO_EXTRA.
 NO_EXTRA: Callable[[dict], dict] = lambda grads: {}
 WITH_VALUE: Callable[[dict], dict] = lambda grads: {"value": jnp.float32(1.0)}
-WITH_GRAD_FN: Callable[[dict], dict] = lambda grads: {"grad_fn": lambda params: grads}
+# The gradient function depends on the params it gets (the gradient of a quadratic), so the
+# perturbed params are not dead code; `*_` takes the step index optax.contrib.sam passes.
+WITH_GRAD_FN: Callable[[dict], dict] = lambda grads: {
+    "grad_fn": lambda params, *_: jax.tree.map(lambda g, p: g + 1e-3 * p, grads, params)
+}
 
 
 def copy_params_at_init(opt: optax.GradientTransformation) -> optax.GradientTransformation:
@@ -60,6 +64,27 @@ PAIRS: list[tuple] = [
         lambda: optax.lars(1e-3, weight_decay=1e-4, momentum=0.9),
     ),
     ("tvlars", lambda: optlib.tvlars(1e-3, weight_decay=1e-4), None),
+    (
+        "schedule_free_adamw",
+        lambda: optlib.schedule_free_adamw(1e-3, warmup_steps=100, weight_decay=0.01),
+        lambda: optax.contrib.schedule_free_adamw(1e-3, warmup_steps=100, weight_decay=0.01),
+    ),
+    (
+        "schedule_free_sgd",
+        lambda: optlib.schedule_free_sgd(1.0, warmup_steps=100),
+        lambda: optax.contrib.schedule_free_sgd(1.0, warmup_steps=100),
+    ),
+    (
+        "sam (opaque, sgd momentum)",
+        lambda: optlib.sam(optax.sgd(1e-3, momentum=0.9), rho=0.05),
+        lambda: optax.contrib.sam(
+            optax.sgd(1e-3, momentum=0.9),
+            optax.chain(optax.contrib.normalize(), optax.sgd(0.05)),
+            sync_period=2,
+            opaque_mode=True,
+        ),
+        WITH_GRAD_FN,
+    ),
     ("dog", lambda: optlib.dog(), lambda: copy_params_at_init(optax.contrib.dog()), NO_EXTRA),
     ("ldog", lambda: optlib.ldog(), None, NO_EXTRA),
     ("momo", lambda: optlib.momo(), lambda: optax.contrib.momo(), WITH_VALUE),
