@@ -87,8 +87,8 @@ class ScheduleFreeState(NamedTuple):
     base_state: optax.OptState
 
 
-class ScaleBySfAdamState(NamedTuple):
-    """State of the schedule-free AdamW base step: the step `count` and second moment `nu`."""
+class ScheduleFreeBaseState(NamedTuple):
+    """State of the built-in SGD/AdamW base step: the step `count`, AdamW's second moment `nu`."""
 
     count: jax.Array
     nu: optax.Updates
@@ -266,7 +266,7 @@ def _scale_by_sf_base(
 
     def init_fn(params):
         nu = jax.tree.map(lambda p: jnp.zeros_like(p, _wide(p.dtype)), params) if adam else None
-        return ScaleBySfAdamState(count=jnp.zeros([], jnp.int32), nu=nu)
+        return ScheduleFreeBaseState(count=jnp.zeros([], jnp.int32), nu=nu)
 
     def steps(updates, k, nu, params, again: bool):
         dtype = _scalar_dtype(params)
@@ -303,7 +303,7 @@ def _scale_by_sf_base(
             nu = jax.tree.map(
                 lambda g, v: b2 * v + (1 - b2) * jnp.square(g.astype(v.dtype)), updates, state.nu
             )
-        new_state = ScaleBySfAdamState(optax.safe_increment(state.count), nu)
+        new_state = ScheduleFreeBaseState(optax.safe_increment(state.count), nu)
         return steps(updates, state.count, nu, params, again=False), new_state
 
     def y_steps(updates, new_state, params):
