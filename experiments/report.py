@@ -41,6 +41,12 @@ def summarize(workdir: pathlib.Path) -> dict:
     evals = [r for r in records if r["split"] == "eval"]
     lineage_path = workdir / "lineage.json"
     lineage = json.loads(lineage_path.read_text()) if lineage_path.exists() else None
+    if lineage is not None:
+        # Draw a branch from its fork point: the parent's last records at or before it.
+        parent = read_metrics(lineage["parent"])
+        for split, records in (("train", train), ("eval", evals)):
+            before = [r for r in parent if r["split"] == split and r["step"] <= lineage["step"]]
+            records[:0] = before[-1:]
     last_train = train[-1] if train else {}
     return {
         "workdir": workdir,
