@@ -418,3 +418,19 @@ def test_dog_and_momo_need_params():
         optlib.dog().update(x, optlib.dog().init(x))
     with pytest.raises(ValueError, match="params"):
         optlib.momo().update(x, optlib.momo().init(x), value=1.0)
+
+
+def test_momo_adam_preconditioner_tracks_adams_second_moment():
+    # The state keeps D_k = eps + sqrt(v_k / (1 - b2^k)) and recovers v_k from it each step;
+    # over many steps with gradients of very different sizes it must stay Adam's v_k.
+    b2, eps = 0.99, 1e-8
+    opt = optlib.momo_adam(1e-3, b2=b2, eps=eps)
+    x = jnp.zeros(4)
+    state = opt.init(x)
+    grads = jax.random.normal(jax.random.PRNGKey(3), (300, 4)) * jnp.array([1e-6, 1e-3, 1.0, 1e3])
+    step = jax.jit(lambda s, g: opt.update(g, s, x, value=1.0)[1])
+    v = np.zeros(4)
+    for g in np.asarray(grads, np.float64):
+        state = step(state, g)
+        v = b2 * v + (1 - b2) * g * g
+    np.testing.assert_allclose(state.precond, eps + np.sqrt(v / (1 - b2**300)), rtol=1e-6)
