@@ -35,6 +35,7 @@ def cached(name: str):
 def test_registry_names_and_default_configs():
     assert NAMES == sorted(workloads.WORKLOADS)
     assert {"quadratic", "rosenbrock", "logreg", "mlp_digits", "cnn_mnist1d", "lm"} <= set(NAMES)
+    assert "dro_regression" in NAMES
     for name in NAMES:
         config = workloads.default_config(name)
         assert isinstance(config, ml_collections.ConfigDict)
@@ -132,7 +133,7 @@ def test_epoch_indices_visit_every_row_once_per_epoch():
     assert not np.array_equal(stream[:10], stream[10:20])  # a fresh order each epoch
 
 
-@pytest.mark.parametrize("name", ["logreg"])
+@pytest.mark.parametrize("name", ["logreg", "dro_regression"])
 def test_exact_optimum_has_zero_suboptimality(name):
     workload, params = cached(name)
     at_optimum = jax.tree.map(jnp.float32, workload.optimum_params)
@@ -152,6 +153,16 @@ def test_exact_optimum_has_zero_suboptimality(name):
         assert np.linalg.norm(grad_w) < 1e-9
 
 
+def test_dro_batch_loss_is_the_full_objective_at_full_batch():
+    workload = build("dro_regression", batch_size=200)
+    params = {"w": jnp.linspace(-1.0, 1.0, 10)}
+    full = workload.eval_metrics(params, {})["eval_loss"]
+    for step in (0, 3):  # any order of all rows gives the same spectral risk
+        np.testing.assert_allclose(
+            float(workload.loss(params, workload.batch(step))), float(full), rtol=1e-5
+        )
+
+
 @pytest.mark.parametrize(
     "name, key, value",
     [
@@ -163,6 +174,10 @@ def test_exact_optimum_has_zero_suboptimality(name):
         ("cnn_mnist1d", "channels", -3),
         ("lm", "num_heads", 3),
         ("lm", "batch_size", -1),
+        ("dro_regression", "data", "nope"),
+        ("dro_regression", "spectrum", "median"),
+        ("dro_regression", "batch_size", 1000),
+        ("dro_regression", "shift_cost", 0.0),
     ],
 )
 def test_bad_config_values_name_the_key(name, key, value):
@@ -185,3 +200,16 @@ def test_unknown_names_and_keys():
     config.batchsize = 4
     with pytest.raises(ValueError, match="batchsize"):
         workloads.make(config)
+
+
+def test_mnist1d_generation_leaves_the_global_generators_alone():
+    import random
+
+    np.random.seed(123)
+    random.seed(123)
+    np_state, py_state = np.random.get_state(), random.getstate()
+    data = workloads.cnn_mnist1d.load_data.__wrapped__(200)  # uncached, small
+    assert data["x"].shape == (160, 40) and data["x_test"].shape == (40, 40)
+    after = np.random.get_state()
+    assert after[0] == np_state[0] and np.array_equal(after[1], np_state[1])
+    assert random.getstate() == py_state

@@ -18,6 +18,7 @@ import ml_collections
 
 from experiments.workloads import (
     cnn_mnist1d,
+    dro_regression,
     lm,
     logreg,
     mlp_digits,
@@ -28,6 +29,7 @@ from experiments.workloads.base import Target, Workload
 
 WORKLOADS: dict[str, ModuleType] = {
     "cnn_mnist1d": cnn_mnist1d,
+    "dro_regression": dro_regression,
     "lm": lm,
     "logreg": logreg,
     "mlp_digits": mlp_digits,
