@@ -18,6 +18,7 @@ DIM = 1024  # >= the FSDP rule's min_size, so fsdp splits the parameter and its 
 def _config(dim: int = DIM):
     config = quadratic.get_config()
     config.workload.dim = dim
+    config.optimizer.name = "adamw"  # the sizes below count AdamW's two moments
     return config
 
 
@@ -91,6 +92,7 @@ def test_command_line_sets_the_device_count_before_jax():
             "--mesh=data:2,fsdp:3",
             "--config.workload.batch_size=12",
             "--config.workload.dim=1026",
+            "--config.optimizer.name=adamw",
         ],
         capture_output=True,
         text=True,

@@ -31,6 +31,8 @@ STEPS = 20
 # fsdp=2 splits the parameter and the Adam moments over devices of both processes.
 OVERRIDES = {
     "workload.dim": 1024,
+    "optimizer.name": "adamw",
+    "schedule.kwargs.peak": 0.05,
     "mesh.data": 4,
     "mesh.fsdp": 2,
     "schedule.name": "warmup",  # no dependence on `steps`, so the run may be extended

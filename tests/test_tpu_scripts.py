@@ -272,6 +272,7 @@ def test_worker_run_launches_a_two_process_job(tmp_path):
                     "--config=experiments/configs/quadratic.py",
                     f"--workdir={workdir}",
                     "--config.steps=4",
+                    "--config.schedule.kwargs.warmup_steps=0",
                     "--config.progress_bar=False",
                 ],
                 env=env,
