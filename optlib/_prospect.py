@@ -116,7 +116,10 @@ def prospect(
 
     `sampling="single"` (the authors' code, default) uses one index: `j = i`, and `loss` is
     `ℓ_i(w)`. `sampling="paired"` takes a second, independent index `j` for the loss table
-    (`loss_index=`, `loss_value=ℓ_j(w)`), as the paper's analysis has it. The sorted loss table
+    (`loss_index=`, `loss_value=ℓ_j(w)` at the same, pre-step `w`), which is how ALGORITHMS.md
+    §9.4 recalls the paper's Algorithm 1 (a recollection it flags as unverified; the order of
+    the table updates here follows the code). Both modes have the same fixed point; on the
+    tests' problems they converge at the same rate. The sorted loss table
     is updated incrementally and `λ_i` is computed at its rank from the cumulative-sum hull
     (`optlib.spectral` gives the same value with a full PAV), so a step costs a few O(n)
     vectorised passes, not a sort.

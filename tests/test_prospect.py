@@ -32,10 +32,11 @@ def _reference_run(X, y, spectrum, nu, penalty, l2_reg, lr, indices, loss_indice
     X, y = np.asarray(X), np.asarray(y)
     n, d = X.shape
     mu = l2_reg / n
+    q_star = jax.jit(lambda losses: spectral.worst_case_weights(losses, spectrum, nu, penalty))
     w = np.zeros(d)
     losses = 0.5 * (X @ w - y) ** 2
     table = (X @ w - y)[:, None] * X
-    lam = np.asarray(spectral.worst_case_weights(losses, spectrum, nu, penalty))
+    lam = np.asarray(q_star(losses))
     rho = lam.copy()
     g_avg = rho @ table
     trajectory = []
@@ -50,7 +51,7 @@ def _reference_run(X, y, spectrum, nu, penalty, l2_reg, lr, indices, loss_indice
         table[i] = g
         rho[i] = lam_i
         losses[j] = loss_j
-        lam = np.asarray(spectral.worst_case_weights(losses, spectrum, nu, penalty))
+        lam = np.asarray(q_star(losses))
         w = w_new
         trajectory.append(w.copy())
     return np.asarray(trajectory), losses, rho

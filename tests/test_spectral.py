@@ -106,7 +106,7 @@ def test_worst_case_weights_against_brute_force_qp(x64, n, penalty, nu):
         np.testing.assert_allclose(f_pav, -res.fun, atol=1e-9)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(
     losses=st.lists(st.floats(-5, 5, allow_nan=False), min_size=1, max_size=12),
     nu=st.sampled_from([0.0, 1e-3, 0.1, 1.0, 10.0]),
