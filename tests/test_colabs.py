@@ -18,7 +18,13 @@ CELL_TIMEOUT_S = 240
 
 def test_there_are_notebooks():
     names = {p.stem for p in NOTEBOOKS}
-    assert {"quickstart", "schedules_gallery", "wsd_branches", "schedule_free"} <= names
+    assert {
+        "quickstart",
+        "schedules_gallery",
+        "wsd_branches",
+        "schedule_free",
+        "prospect_spectral_risk",
+    } <= names
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
