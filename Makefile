@@ -47,6 +47,7 @@ schedules-gallery: $(PLOTS_STAMP)
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/shellcheck -x tpu/*.sh
 
 format: $(DEV_STAMP)
 	$(VENV)/bin/ruff format .
