@@ -251,7 +251,12 @@ def main(argv: list[str]) -> None:
     def run(args):
         if len(args) > 1:
             raise app.UsageError(f"unexpected arguments: {args[1:]}")
-        devices = topology_devices(topology_flag.value) if topology_flag.value else None
+        devices = None
+        if topology_flag.value:
+            try:
+                devices = topology_devices(topology_flag.value)
+            except RuntimeError as e:
+                sys.exit(f"experiments.aot: {e}")
         report = compile_report(config_flag.value, parse_mesh(mesh_flag.value), devices)
         available = devices if devices is not None else jax.devices()
         print(f"{len(available)} {available[0].platform} devices available")

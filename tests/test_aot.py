@@ -3,6 +3,7 @@ memory analysis consistent with them, and the command line on simulated devices.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -110,3 +111,9 @@ def test_command_line_sets_the_device_count_before_jax():
     assert f"(params      0.001 MiB ({342 * 4:,} B))" in state_line
     state = int(state_line.split("MiB (")[1].split(" B)")[0].replace(",", ""))
     assert 0 < state - 3 * 342 * 4 <= 4 * 4
+
+
+@pytest.mark.skipif(importlib.util.find_spec("libtpu") is not None, reason="libtpu is installed")
+def test_named_topology_without_libtpu_says_what_is_missing():
+    with pytest.raises(RuntimeError, match="needs libtpu"):
+        aot.topology_devices("v5e:2x4")
