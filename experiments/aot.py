@@ -15,10 +15,14 @@ is imported, so argv is read first. The CPU compiler's buffer assignment differs
 one (fusion, layouts, no bf16 packing), so treat the temp size as an estimate; the state and
 argument sizes are exact because they follow from shapes and shardings alone.
 
-With `--topology=NAME` (e.g. `v5e:2x4`, `v4:2x2x2`) the step is compiled for that TPU slice
-through `jax.experimental.topologies.get_topology_desc`, which needs libtpu (installed by
-`pip install -e '.[tpu]'`) but no TPU. Without libtpu jax 0.10.2 raises
-"JAX TPU support not installed; cannot generate TPU topology", and this command says so.
+With `--topology=NAME` (e.g. `v5e:2x4`) the step is compiled for that TPU slice through
+`jax.experimental.topologies.get_topology_desc`, which needs libtpu (installed by
+`pip install -e '.[tpu]'`) but no TPU: checked on a CPU-only machine with jax 0.10.2 and
+libtpu 0.0.42.1 (libtpu logs warnings about TPU_ACCELERATOR_TYPE / TPU_WORKER_HOSTNAMES, which
+do not matter here). TPU layouts pad small arrays, so there the argument bytes exceed the state
+bytes that the shardings give. v4 topologies come as one device per TensorCore, which
+`jax.make_mesh` rejects ("megacore"). Without libtpu jax raises "JAX TPU support not
+installed; cannot generate TPU topology", and this command says so.
 """
 
 from __future__ import annotations
