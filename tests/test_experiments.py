@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import pathlib
 import subprocess
 import sys
 
@@ -237,3 +239,25 @@ def test_study_runs_at_toy_size(tmp_path):
     assert "| 10 |" in text and "73% of the cosine runs" in text
     assert result["report"].exists()
     assert "decay@8" in result["report"].read_text()
+
+
+CONFIG_DIR = pathlib.Path(__file__).parent.parent / "experiments" / "configs"
+TRAIN_CONFIGS = sorted(
+    p.stem
+    for p in CONFIG_DIR.glob("*.py")
+    if p.stem not in ("__init__", "common", "prospect_synthetic")
+)
+
+
+@pytest.mark.parametrize("name", TRAIN_CONFIGS)
+def test_every_config_builds_and_documents_its_command(name):
+    module = importlib.import_module(f"experiments.configs.{name}")
+    assert f"--config=experiments/configs/{name}.py" in module.__doc__
+    assert "Runtime:" in module.__doc__ and "Expected:" in module.__doc__
+    config = module.get_config()
+    # Every key of the base config is there (kwargs are the optimizer's/schedule's own).
+    keys = set(common.flatten(common.base_config(config.workload.name)))
+    keys = {k for k in keys if not k.startswith(("optimizer.kwargs.", "schedule.kwargs."))}
+    assert keys <= set(common.flatten(config))
+    program = train.build(config)  # names, kwargs, mesh and batch size are all valid
+    assert program.workload.name == config.workload.name
