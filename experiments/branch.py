@@ -30,16 +30,29 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "the main branch's config (optional when --parent exists)", lock_config=True
-)
-_PARENT = flags.DEFINE_string("parent", None, "workdir of the main branch")
-_AT = flags.DEFINE_list("at", None, "fork steps of the main branch, e.g. 800,1600")
-_DECAY_FRACTION = flags.DEFINE_float("decay_fraction", 0.2, "the decay's share of a branch")
-_SHAPE = flags.DEFINE_string("shape", "1-sqrt", "decay shape (schedules.DECAY_SHAPES)")
-_END_VALUE = flags.DEFINE_float("end_value", 0.0, "learning rate at the end of each decay")
-_MODE = flags.DEFINE_enum("mode", "wsd", ["wsd", "wsd-s"], "branch copies, or WSD-S in place")
-flags.mark_flags_as_required(["parent", "at"])
+
+def define_flags() -> dict:
+    """The command's flags; defined only when run as a command, so importing this module
+    (tests, the study) never collides with `experiments.main`'s --config."""
+    holders = {
+        "config": config_flags.DEFINE_config_file(
+            "config",
+            None,
+            "the main branch's config (optional when --parent exists)",
+            lock_config=True,
+        ),
+        "parent": flags.DEFINE_string("parent", None, "workdir of the main branch"),
+        "at": flags.DEFINE_list("at", None, "fork steps of the main branch, e.g. 800,1600"),
+        "decay_fraction": flags.DEFINE_float(
+            "decay_fraction", 0.2, "the decay's share of each branch's steps"
+        ),
+        "shape": flags.DEFINE_string("shape", "1-sqrt", "decay shape (schedules.DECAY_SHAPES)"),
+        "end_value": flags.DEFINE_float("end_value", 0.0, "learning rate at the end of a decay"),
+        "mode": flags.DEFINE_enum("mode", "wsd", ["wsd", "wsd-s"], "branch copies, or WSD-S"),
+    }
+    flags.mark_flags_as_required(["parent", "at"])
+    return holders
+
 
 STABLE_SCHEDULES = ("warmup", "constant")
 
@@ -140,20 +153,21 @@ def run(
     return results
 
 
-def main(argv) -> None:
+def main(argv, holders: dict) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from experiments.main import maybe_initialize_distributed
+    from experiments.distributed import maybe_initialize_distributed
 
     maybe_initialize_distributed()
+    value = {name: holder.value for name, holder in holders.items()}
     results = run(
-        _CONFIG.value,
-        _PARENT.value,
-        [int(k) for k in _AT.value],
-        _DECAY_FRACTION.value,
-        _SHAPE.value,
-        _END_VALUE.value,
-        _MODE.value,
+        value["config"],
+        value["parent"],
+        [int(k) for k in value["at"]],
+        value["decay_fraction"],
+        value["shape"],
+        value["end_value"],
+        value["mode"],
     )
     for workdir, summary in results.items():
         print(json.dumps({"workdir": workdir, "step": summary["step"], "eval": summary["eval"]}))
@@ -161,4 +175,5 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _holders = define_flags()
+    app.run(lambda argv: main(argv, _holders))
