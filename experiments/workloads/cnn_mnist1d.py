@@ -17,13 +17,12 @@ import random
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from experiments.workloads import _common
-from experiments.workloads.base import Batch, Params, Target, Workload
+from experiments.workloads._classification import Classification
+from experiments.workloads.base import Target
 
 NUM_CLASSES = 10
 
@@ -75,7 +74,7 @@ class CNN(nn.Module):
         return nn.Dense(NUM_CLASSES)(x)
 
 
-class CNNMnist1D(Workload):
+class CNNMnist1D(Classification):
     def __init__(self, values: dict):
         self.name = "cnn_mnist1d"
         self.seed = _common.check_int(values, "seed", low=0)
@@ -86,29 +85,6 @@ class CNNMnist1D(Workload):
         self.target = Target("eval_accuracy", target, "max")
         self.model = CNN(channels)
         self.data = load_data(num_samples)
-
-    def init_params(self, rng: jax.Array) -> Params:
-        return self.model.init(rng, jnp.zeros((1, self.data["x"].shape[1])))["params"]
-
-    def loss(self, params: Params, batch: Batch) -> jax.Array:
-        logits = self.model.apply({"params": params}, batch["x"])
-        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]))
-
-    def batch(self, step: int) -> Batch:
-        idx = _common.epoch_indices(self.seed, step, self.batch_size, len(self.data["y"]))
-        return {"x": self.data["x"][idx], "y": self.data["y"][idx]}
-
-    def eval_batch(self) -> Batch:
-        return _common.pad_eval({"x": self.data["x_test"], "y": self.data["y_test"]})
-
-    def eval_metrics(self, params: Params, batch: Batch) -> dict[str, jax.Array]:
-        logits = self.model.apply({"params": params}, batch["x"])
-        losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"])
-        correct = (jnp.argmax(logits, -1) == batch["y"]).astype(jnp.float32)
-        return {
-            "eval_loss": _common.weighted_mean(losses, batch["weight"]),
-            "eval_accuracy": _common.weighted_mean(correct, batch["weight"]),
-        }
 
 
 def make(config: ml_collections.ConfigDict) -> CNNMnist1D:

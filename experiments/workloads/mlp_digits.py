@@ -13,13 +13,12 @@ import functools
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from experiments.workloads import _common
-from experiments.workloads.base import Batch, Params, Target, Workload
+from experiments.workloads._classification import Classification
+from experiments.workloads.base import Target
 
 NUM_CLASSES = 10
 
@@ -69,7 +68,7 @@ class MLP(nn.Module):
         return nn.Dense(NUM_CLASSES)(x)
 
 
-class MLPDigits(Workload):
+class MLPDigits(Classification):
     def __init__(self, values: dict):
         self.name = "mlp_digits"
         self.seed = _common.check_int(values, "seed", low=0)
@@ -80,29 +79,6 @@ class MLPDigits(Workload):
         self.target = Target("eval_accuracy", target, "max")
         self.model = MLP(width, depth)
         self.data = load_data()
-
-    def init_params(self, rng: jax.Array) -> Params:
-        return self.model.init(rng, jnp.zeros((1, self.data["x"].shape[1])))["params"]
-
-    def loss(self, params: Params, batch: Batch) -> jax.Array:
-        logits = self.model.apply({"params": params}, batch["x"])
-        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]))
-
-    def batch(self, step: int) -> Batch:
-        idx = _common.epoch_indices(self.seed, step, self.batch_size, len(self.data["y"]))
-        return {"x": self.data["x"][idx], "y": self.data["y"][idx]}
-
-    def eval_batch(self) -> Batch:
-        return _common.pad_eval({"x": self.data["x_test"], "y": self.data["y_test"]})
-
-    def eval_metrics(self, params: Params, batch: Batch) -> dict[str, jax.Array]:
-        logits = self.model.apply({"params": params}, batch["x"])
-        losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"])
-        correct = (jnp.argmax(logits, -1) == batch["y"]).astype(jnp.float32)
-        return {
-            "eval_loss": _common.weighted_mean(losses, batch["weight"]),
-            "eval_accuracy": _common.weighted_mean(correct, batch["weight"]),
-        }
 
 
 def make(config: ml_collections.ConfigDict) -> MLPDigits:
