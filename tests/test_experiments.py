@@ -84,6 +84,13 @@ def test_kill_and_resume_is_bitwise_identical(tmp_path):
     assert resumed["origin"] == {"kind": "resume", "step": 20}
     for a, b in zip(leaves(uninterrupted["state"]), leaves(resumed["state"]), strict=True):
         np.testing.assert_array_equal(a, b)
+    # Logs: every logged step once (the repeat after the crash replaces the first), with the
+    # norms and the learning rate applied; TensorBoard events next to them.
+    records = train.read_metrics(tmp_path / "killed")
+    train_steps = [r["step"] for r in records if r["split"] == "train"]
+    assert train_steps == [4, 9, 14, 19, 24, 29]
+    assert {"loss", "grad_norm", "update_norm", "param_norm", "lr"} <= set(records[0])
+    assert list((tmp_path / "killed" / "tb").glob("events.out.tfevents.*"))
 
 
 def stable_config(steps=40):
