@@ -257,3 +257,19 @@ def test_public_namespace():
     assert optlib.spectral is spectral
     for name in ("cvar", "extremile", "esrm", "uniform", "worst_case_weights", "spectral_risk"):
         assert callable(getattr(optlib.spectral, name))
+
+
+def test_weight_at_rank_float32_precision_matches_float64_pav(x64):
+    """Prospect's per-step weight in float32 at n = 5000, heavy-tailed losses: the centred
+    refinement keeps it within ~1e-6 relative of the float64 PAV (the raw cumulative-sum hull
+    alone was off by ~1e-4)."""
+    n = 5000
+    rng = np.random.default_rng(7)
+    losses = np.sort(rng.standard_t(3, n) ** 2 / 2)
+    ranks = jnp.asarray(rng.integers(0, n, 64))
+    for sigma in (spectral.cvar(n, 0.5), spectral.esrm(n, 1.0)):
+        q64 = np.asarray(spectral.worst_case_weights(losses, sigma, 1.0))[np.asarray(ranks)]
+        l32, s32 = jnp.asarray(losses, jnp.float32), jnp.asarray(sigma, jnp.float32)
+        q32 = jax.jit(jax.vmap(lambda p, l32=l32, s32=s32: weight_at_rank(l32, s32, p, 1.0)))(ranks)
+        assert q32.dtype == jnp.float32
+        np.testing.assert_allclose(q32, q64, rtol=5e-6, atol=1e-12)
