@@ -311,7 +311,7 @@ def prospect(
         )
 
         loss_value = jnp.asarray(loss_value, dtype)
-        q = _first(state.order == loss_index)
+        q = p if sampling == "single" else _first(state.order == loss_index)
         sorted_losses, order = _move(state.sorted_losses, state.order, q, loss_value, loss_index)
         new_state = ProspectState(
             count=optax.safe_increment(state.count),

@@ -483,8 +483,10 @@ def weight_at_rank(
         block = (ks >= lo) & (ks < hi)
         v = jnp.sum(jnp.where(block, e, 0.0)) / jnp.sum(jnp.where(block, w, 0.0))
         d = e - v * w
-        right = _cumsum0(jnp.where(ks >= p, d, 0.0))  # F_k − F_p for k > p
-        left = -_cumsum0(jnp.where(ks < p, d, 0.0)[::-1])[::-1]  # F_k − F_p for k <= p
+        zero = jnp.zeros((1,), dtype)
+        # F_k − F_p, summed outward from p: forward for k > p, backward for k <= p.
+        right = jnp.concatenate([zero, jnp.cumsum(jnp.where(ks >= p, d, 0.0))])
+        left = jnp.concatenate([-jax.lax.cumsum(jnp.where(ks < p, d, 0.0), reverse=True), zero])
         right = jnp.where(kp > p, right, jnp.inf)
         left = jnp.where(kp <= p, left, jnp.inf)
         new_lo = jnp.max(jnp.where(left <= jnp.min(left), kp, -1))
