@@ -109,10 +109,18 @@ def shard_batch(batch, mesh: Mesh):
     In multi-process runs every process holds the same global batch (data order is a
     function of the step), so each process contributes the rows of its own devices.
     """
-    sharding = batch_sharding(mesh)
+    return _place(batch, batch_sharding(mesh))
+
+
+def replicate(tree, mesh: Mesh):
+    """Places host arrays (e.g. the eval set) whole on every device of the mesh."""
+    return _place(tree, replicated(mesh))
+
+
+def _place(tree, sharding: NamedSharding):
     if jax.process_count() == 1:
-        return jax.device_put(batch, sharding)
+        return jax.device_put(tree, sharding)
     return jax.tree.map(
         lambda x: jax.make_array_from_callback(x.shape, sharding, lambda index: x[index]),
-        batch,
+        tree,
     )

@@ -240,7 +240,7 @@ def train(
     if is_main_process:
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
     step_fn, eval_fn = program.step_fn, program.eval_fn
-    eval_batch = jax.device_put(workload.eval_batch(), sharding.replicated(mesh))
+    eval_batch = sharding.replicate(workload.eval_batch(), mesh)
 
     # --- the loop ------------------------------------------------------------------------
     writer = _Writer(workdir, enabled=is_main_process)
