@@ -94,6 +94,18 @@ def test_time_to_target_counts_gradient_evaluations():
     }
 
 
+def test_sequential_lanes_stop_once_done(monkeypatch):
+    # The lax.map + lax.cond path (used for the CNN and the LM) gives the same costs, and a lane
+    # that has reached the target stops (its later metrics are NaN, not recomputed).
+    monkeypatch.setattr(ttt, "SEQUENTIAL_LANES", frozenset({"quadratic"}))
+    method = ttt.METHODS["adamw+cosine"]
+    problem = ttt.Problem("quadratic", 1, 100, {"value": 1e12})
+    lanes = ttt.make_lanes(method, 1, 50, ("tuned", "self"))
+    result = ttt.run_method(method, problem, lanes, eval_every=25)
+    np.testing.assert_array_equal(result["steps"], np.full(len(lanes.seed_index), 25.0))
+    assert result["last_step"] == 25
+
+
 def test_time_to_target_cli_sets_targets_then_scores(tmp_path, capsys):
     targets = tmp_path / "targets.json"
     common = ["--workloads", "quadratic", "--budget-scale", "0.05", "--targets", str(targets)]
