@@ -7,14 +7,21 @@ AlgoPerf does (Dahl et al., "Benchmarking Neural Network Training Algorithms", 2
     python -m experiments.benchmarks.time_to_target --set-targets [--workloads ...]
 
 Workloads: those of `experiments.workloads`; by default the cheap ones (quadratic, logreg,
-mlp_digits, cnn_mnist1d, dro_regression); the LM only when named (`--workloads lm`). Each has a
-step budget `BUDGETS[name]` (times `--budget-scale`) and an eval interval `EVAL_EVERY[name]`.
+mlp_digits, cnn_mnist1d, dro_regression); the LM only when named (`--workloads lm`; it has a
+budget but no frozen target yet: add one with `--set-targets --workloads lm`). Each has a step
+budget `BUDGETS[name]` (times `--budget-scale`) and an eval interval `EVAL_EVERY[name]`; the CNN
+runs at batch 32 on the paper's 5,000-sample MNIST-1D (`WORKLOAD_OVERRIDES`) to fit the default
+run in one CPU session. The default run (23 methods x 5 workloads x 3 seeds x 6 configurations)
+took 10 minutes on the 2-core CPU shared with other jobs (`--optimizers core`: 14 methods,
+5 minutes). Scale up with `--budget-scale` (targets stay those of the default budget:
+re-freeze them with `--set-targets` into a new versioned file), `--seeds`, `--workloads ... lm`.
 
 Methods (`METHODS`): every optimizer of `optlib.registry` with every schedule that applies to
-it. Optimizers that take a schedule get cosine, linear decay and WSD (20% linear decay) where
-sensible; schedule-free, DoG/L-DoG, MoMo/MoMo-Adam and TVLARS run at a constant rate, with
-their own warm-up or step-size rule. Always in: AdamW + cosine, SGD-momentum + linear decay and
-AdamW + WSD (the baselines).
+it. AdamW, SGD-momentum, LAMB and LARS get cosine, linear decay and WSD (20% linear decay); SAM
+(around SGD-momentum, rho 0.05, 2 gradient evaluations per step) cosine and linear decay;
+NAdamW cosine; schedule-free, DoG/L-DoG (also with polynomial iterate averaging), MoMo/MoMo-Adam
+and TVLARS run at a constant rate with their own warm-up or step-size rule. Always in: AdamW +
+cosine, SGD-momentum + linear decay and AdamW + WSD (the baselines).
 
 Two tracks, as AlgoPerf:
 
@@ -49,7 +56,8 @@ configurations at once (`vmap` over 18 lanes; the hyper-parameters are arrays, l
 per-lane table indexed by the optimizer's step count), `lax.scan` over `EVAL_EVERY` steps per
 call, evaluates, and stops as soon as every lane has reached the target or its budget. Batches
 come from `Workload.batch(step)` once per workload and seed (host numpy, stacked), so every
-method sees the same data. Scale up with `--seeds`, `--budget-scale` and `--workloads ... lm`.
+method sees the same data. On the CNN (and the LM) the lanes run one after another under
+`lax.map` with a `lax.cond` per chunk, so a lane that is done stops computing.
 """
 
 from __future__ import annotations
