@@ -26,11 +26,12 @@ cosine, SGD-momentum + linear decay and AdamW + WSD (the baselines).
 Two tracks, as AlgoPerf:
 
 * tuned: every method gets the same 5 configurations, the first 5 points of a scrambled Halton
-  sequence (scipy, seed 0) over one search space shared by all workloads and methods
-  (`search_space`): peak learning rate `base_lr * 10**(2u - 1)` (0.1x to 10x a per-method
-  base), weight decay 0 for u < 0.4 else `10**(-4 + 5(u - 0.4))` (1e-4 to 1e-1; only where
-  the method takes one), warm-up fraction `0.1 u` of the budget (methods with a schedule and
-  schedule-free). Per seed the cost is the fastest of the 5 configurations.
+  sequence (scipy, seed 0; frozen in `HALTON_POINTS`) over one search space shared by all
+  workloads and methods (`search_space`): peak learning rate `base_lr * 10**(2u - 1)` (0.1x to
+  10x a per-method base), weight decay 0 for u < 0.4 else `10**(-4 + 5(u - 0.4))` (1e-4 to 1e-1;
+  the optimizer's own `weight_decay`, or L2 through the gradient for SGD-momentum and SAM),
+  warm-up fraction `0.1 u` of the budget (methods with a schedule and schedule-free). Per seed
+  the cost is the fastest of the 5 configurations.
 * self-tuning: defaults only (`base_lr`, no weight decay, 5% warm-up where a schedule takes
   one), with 1.5x the step budget (schedules span the 1.5x budget).
 
@@ -185,11 +186,28 @@ METHODS: dict[str, Method] = {
 }
 
 
+# The first 5 points of scipy's scrambled Halton sequence in 3 dimensions, seed 0
+# (`qmc.Halton(d=3, scramble=True, seed=0).random(5)`, scipy 1.17.1), exactly: frozen here so
+# a change in scipy cannot move the tuned track's configurations.
+HALTON_POINTS = np.array(
+    [
+        [0.0991217798843752, 0.05391376185363979, 0.30077622909743845],
+        [0.5991217798843752, 0.7205804285203065, 0.7007762290974384],
+        [0.3491217798843752, 0.38724709518697303, 0.1007762290974384],
+        [0.8491217798843752, 0.16502487296475088, 0.5007762290974385],
+        [0.2241217798843752, 0.8316915396314174, 0.9007762290974384],
+    ]
+)
+
+
 def search_space(num: int = NUM_TUNED) -> np.ndarray:
     """The shared quasi-random draw: `num` rows of (lr factor, weight decay, warm-up fraction)."""
-    from scipy.stats import qmc
+    if num <= len(HALTON_POINTS):
+        u = HALTON_POINTS[:num]
+    else:
+        from scipy.stats import qmc
 
-    u = qmc.Halton(d=3, scramble=True, seed=0).random(num)
+        u = qmc.Halton(d=3, scramble=True, seed=0).random(num)
     lr_factor = 10.0 ** (2.0 * u[:, 0] - 1.0)
     wd = np.where(u[:, 1] < 0.4, 0.0, 10.0 ** (-4.0 + 5.0 * (u[:, 1] - 0.4)))
     warmup = 0.1 * u[:, 2]
