@@ -508,7 +508,7 @@ def plot_profiles(results: dict, path: str) -> bool:
         return False
     taus = np.linspace(1.0, TAU_MAX, 601)
     tracks = [t for t in ("tuned", "self") if any(t in r for r in results.values())]
-    fig, axes = plt.subplots(1, len(tracks), figsize=(7 * len(tracks), 5.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(tracks), figsize=(7 * len(tracks), 7.5), squeeze=False)
     for ax, track in zip(axes[0], tracks, strict=True):
         costs = {m: r[track] for m, r in results.items() if track in r}
         profiles = performance_profiles(costs, taus)
@@ -520,7 +520,8 @@ def plot_profiles(results: dict, path: str) -> bool:
         ax.set_ylabel("fraction of workloads solved")
         ax.set_title(f"{'tuned' if track == 'tuned' else 'self-tuning'} track")
         ax.set_ylim(-0.02, 1.02)
-        ax.legend(fontsize=6, loc="lower right", ncol=2)
+        # Below the axes: with ~20 methods a legend inside hides the curves.
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -637,6 +638,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--set-targets", action="store_true")
     parser.add_argument("--markdown", default=None, help="also write the tables to this file")
     parser.add_argument("--plot", default=None, help="performance-profile PNG")
+    parser.add_argument("--json", default=None, help="also write the costs as JSON")
     args = parser.parse_args(argv)
     if args.seeds <= 0:
         parser.error("--seeds must be a positive int")
@@ -669,6 +671,8 @@ def main(argv: list[str] | None = None) -> dict:
     print("\n" + text)
     if args.markdown:
         pathlib.Path(args.markdown).write_text(text)
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
     if args.plot and not plot_profiles(results, args.plot):
         print("matplotlib is not installed: no plot")
     return results
