@@ -13,7 +13,8 @@ report (table, loss and learning-rate figures) and prints, per budget, the final
 loss of the WSD branch next to the cosine run's, and the total steps each approach computed.
 Runs that already exist in the workdir are reused, so an interrupted study resumes.
 
-Runtime: about 8 minutes on 2 CPU cores with the default budgets.
+Runtime: about 6 minutes on 2 CPU cores with the default budgets (6 min 27 s for `make run` in
+a fresh clone, venv and install included, 2026-11-24).
 """
 
 from __future__ import annotations
