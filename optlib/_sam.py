@@ -10,7 +10,9 @@ to first order:
 
 and the base optimizer steps from :math:`w` (not :math:`w + \hat\epsilon`) with
 :math:`g_{\mathrm{SAM}}`. The norm is global (over the whole pytree). :math:`T = 1` for SAM;
-ASAM (``adaptive=True``) uses the elementwise :math:`T = |w| + \eta`, for every leaf.
+ASAM (``adaptive=True``) uses the elementwise :math:`T = |w| + \eta` on the leaves that
+``adaptive_mask`` selects (every leaf by default) and :math:`T = 1` on the others; the ASAM
+authors scale only weight matrices, e.g. ``adaptive_mask=optlib.masks.exclude_1d``.
 :math:`\delta = 10^{-12}` keeps a zero gradient from giving a NaN: it gives
 :math:`\hat\epsilon = 0` (the Google reference divides by the bare norm; the PyTorch ports add
 1e-12 or 1e-16). Norms and perturbations are computed in at least float32.
@@ -45,7 +47,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optlib import _validation
+from optlib import _masks, _validation
 
 # Added to the perturbation's norm so a zero gradient gives a zero perturbation, not NaN.
 NORM_EPS = 1e-12
@@ -61,6 +63,7 @@ def sam_perturbation(
     rho: float | jax.Array,
     adaptive: bool = False,
     adaptive_eps: float | jax.Array = 0.01,
+    adaptive_mask: _masks.PerLeafSpec = None,
 ) -> optax.Updates:
     r"""The SAM (or ASAM) perturbation :math:`\hat\epsilon = \rho T^2 g / (\|T g\| + \delta)`.
 
@@ -70,6 +73,8 @@ def sam_perturbation(
       rho: neighbourhood radius :math:`\rho`.
       adaptive: ASAM's :math:`T = |w| + \eta` instead of :math:`T = 1`.
       adaptive_eps: :math:`\eta`.
+      adaptive_mask: which leaves ASAM scales (True = scaled, else :math:`T = 1`); a pytree,
+        a prefix of one, or a callable of the params (`optlib.masks`). None: every leaf.
 
     Returns:
       :math:`\hat\epsilon`, shaped like `params` and in at least float32.
@@ -81,7 +86,14 @@ def sam_perturbation(
     """
     gs = jax.tree.map(lambda g: g.astype(_wide(g.dtype)), grads)
     if adaptive:
-        scales = jax.tree.map(lambda w, g: jnp.abs(w.astype(g.dtype)) + adaptive_eps, params, gs)
+        scaled = _masks.resolve_mask(adaptive_mask, params, "adaptive_mask")
+        ws, treedef = jax.tree.flatten(params)
+        scales = treedef.unflatten(
+            [
+                jnp.abs(w.astype(g.dtype)) + adaptive_eps if on else jnp.ones_like(g)
+                for w, g, on in zip(ws, treedef.flatten_up_to(gs), scaled, strict=True)
+            ]
+        )
         tg = jax.tree.map(jnp.multiply, scales, gs)
     else:
         tg = gs
@@ -108,6 +120,7 @@ def sam_value_and_grad(
     adaptive_eps: float = 0.01,
     group_size: int | None = None,
     has_aux: bool = False,
+    adaptive_mask: _masks.PerLeafSpec = None,
 ) -> Callable[..., tuple[Any, optax.Updates]]:
     r"""Like ``jax.value_and_grad(loss_fn)``, but the gradient is SAM's.
 
@@ -131,6 +144,7 @@ def sam_value_and_grad(
       adaptive_eps: ASAM's :math:`\eta \ge 0`.
       group_size: examples per perturbation (m-sharpness); None: one for the whole batch.
       has_aux: as in ``jax.value_and_grad``; `aux` comes from the pass at `params`.
+      adaptive_mask: which leaves ASAM scales (see `sam_perturbation`). None: every leaf.
 
     Returns:
       A function with the signature of ``jax.value_and_grad(loss_fn, has_aux=has_aux)``.
@@ -162,7 +176,7 @@ def sam_value_and_grad(
 
     def one(params, *args, **kwargs):
         out, g = value_and_grad(params, *args, **kwargs)
-        eps = sam_perturbation(g, params, rho, adaptive, adaptive_eps)
+        eps = sam_perturbation(g, params, rho, adaptive, adaptive_eps, adaptive_mask)
         g_sam = grad(_perturb(params, eps), *args, **kwargs)
         if has_aux:
             g_sam = g_sam[0]
@@ -204,6 +218,7 @@ def sam(
     rho: float = 0.05,
     adaptive: bool = False,
     adaptive_eps: float = 0.01,
+    adaptive_mask: _masks.PerLeafSpec = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""SAM as an optax transform: ``update(grads, state, params, grad_fn=...)``.
 
@@ -221,6 +236,7 @@ def sam(
       rho: neighbourhood radius :math:`\rho > 0`.
       adaptive: ASAM's elementwise scaling :math:`T = |w| + \eta`.
       adaptive_eps: ASAM's :math:`\eta \ge 0`.
+      adaptive_mask: which leaves ASAM scales (see `sam_perturbation`). None: every leaf.
 
     Returns:
       A `GradientTransformationExtraArgs` with state `SAMState`.
@@ -255,7 +271,7 @@ def sam(
             )
         if params is None:
             raise ValueError("sam needs the current params: call update(g, s, params, grad_fn=f)")
-        eps = sam_perturbation(updates, params, rho, adaptive, adaptive_eps)
+        eps = sam_perturbation(updates, params, rho, adaptive, adaptive_eps, adaptive_mask)
         g_sam = grad_fn(_perturb(params, eps))
         g_sam = jax.tree.map(lambda s, g: s.astype(g.dtype), g_sam, updates)
         new_updates, base_state = base.update(g_sam, state.base_state, params, **extra_args)

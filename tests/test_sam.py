@@ -69,6 +69,37 @@ def test_asam_gradient_on_a_quadratic_is_exact(x64):
     assert not np.allclose(got["a"], plain_sam["a"], rtol=1e-3)
 
 
+def test_asam_mask_scales_only_the_selected_leaves(x64):
+    # The ASAM authors scale weights only: T = |w| + eta on 'a', T = 1 on 'b'.
+    rho, eta = 0.7, 0.01
+    w = {k: np.asarray(v) for k, v in start().items()}
+    g = quadratic_grad_np(w)
+    t = {"a": np.abs(w["a"]) + eta, "b": np.ones_like(w["b"])}
+    norm = global_norm_np({k: t[k] * g[k] for k in w})
+    expected = quadratic_grad_np({k: w[k] + rho * t[k] ** 2 * g[k] / norm for k in w})
+    mask = {"a": True, "b": False}
+    _, got = optlib.sam_value_and_grad(
+        quadratic, rho=rho, adaptive=True, adaptive_eps=eta, adaptive_mask=mask
+    )(start())
+    for k in w:
+        np.testing.assert_allclose(got[k], expected[k], rtol=1e-12, atol=0)
+    # The transform takes the same mask; nothing scaled is plain SAM.
+    eps = optlib.sam_perturbation(
+        quadratic_grad_np(start()), start(), rho, True, eta, lambda p: {"a": False, "b": False}
+    )
+    plain = optlib.sam_perturbation(quadratic_grad_np(start()), start(), rho)
+    for k in w:
+        np.testing.assert_allclose(eps[k], plain[k], rtol=1e-12)
+    opt = optlib.sam(optax.sgd(0.1), rho=rho, adaptive=True, adaptive_eps=eta, adaptive_mask=mask)
+    updates, _ = opt.update(
+        jax.grad(quadratic)(start()), opt.init(start()), start(), grad_fn=jax.grad(quadratic)
+    )
+    for k in w:
+        np.testing.assert_allclose(updates[k], -0.1 * expected[k], rtol=1e-12)
+    with pytest.raises(ValueError, match="adaptive_mask"):
+        optlib.sam_perturbation(g, w, rho, True, eta, {"a": True})
+
+
 @pytest.mark.parametrize("adaptive", [False, True])
 def test_zero_gradient_gives_zero_perturbation(adaptive):
     # At the minimum the gradient is exactly zero: no NaN, and the SAM gradient is zero.
