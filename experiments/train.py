@@ -146,6 +146,11 @@ def build(config: ml_collections.ConfigDict, devices=None) -> Program:
     replicated = sharding.replicated(mesh)
 
     def train_step(state, batch):
+        # The mesh is visible while tracing, so workloads can pin activations to the batch axes.
+        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+            return _train_step(state, batch)
+
+    def _train_step(state, batch):
         loss_fn = lambda params: workload.loss(params, batch)
         loss, grads = jax.value_and_grad(loss_fn)(state["params"])
         extra = {}
@@ -270,14 +275,22 @@ def train(
         batch = sharding.shard_batch(workload.batch(step), mesh)
         state, metrics = step_fn(state, batch)
         done = step + 1
-        if done % sync_every == 0 or done % config.log_every == 0 or done == config.steps:
+        # The loss is checked before any checkpoint is written, so a non-finite state is
+        # never saved over the last good one.
+        if (
+            done % sync_every == 0
+            or done % config.log_every == 0
+            or done == config.steps
+            or checkpointer.manager.should_save(done)
+        ):
             loss = float(metrics["loss"])
             if not math.isfinite(loss):
                 checkpointer.close()
                 writer.close()
                 last_good = checkpointer.latest_step()
+                checked = "" if sync_every == 1 else f" (checked every {sync_every} steps)"
                 raise NonFiniteLossError(
-                    f"loss is {loss} at step {step} ({config.workload.name}, "
+                    f"loss is {loss} at step {step}{checked} ({config.workload.name}, "
                     f"{config.optimizer.name}); training stopped. Last good checkpoint: "
                     f"{'none' if last_good is None else f'step {last_good}'} in "
                     f"{checkpointer.directory}"
@@ -298,6 +311,8 @@ def train(
         checkpointer.save(done, state, force=done == config.steps)
     progress.close()
     final_step = int(state["step"])
+    if not last_eval and stop_after is None:
+        last_eval = evaluate(final_step)  # a finished run reopened: report where it ended
     checkpointer.close()
     writer.close()
     target = workload.target

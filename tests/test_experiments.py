@@ -246,6 +246,9 @@ def test_study_runs_at_toy_size(tmp_path):
     assert "| 10 |" in text and "73% of the cosine runs" in text
     assert result["report"].exists()
     assert "decay@8" in result["report"].read_text()
+    # Every run exists now: a second call reuses them and reports the same numbers.
+    again = study.run_study(tmp_path, [10, 20], progress_bar=False, overrides=tiny)
+    assert again["rows"] == result["rows"] and again["totals"] == result["totals"]
 
 
 CONFIG_DIR = pathlib.Path(__file__).parent.parent / "experiments" / "configs"
