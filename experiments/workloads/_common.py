@@ -6,9 +6,11 @@ import functools
 import math
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
 # Eval sets are padded to a multiple of this many rows (padding rows carry weight 0), so a loop
 # can shard the eval batch over a `data` mesh axis of any size that divides it.
@@ -116,3 +118,17 @@ def pad_eval(arrays: dict[str, np.ndarray], multiple: int = EVAL_PAD_MULTIPLE) -
 def weighted_mean(values: jnp.ndarray, weight: jnp.ndarray) -> jnp.ndarray:
     """Mean of `values` over the rows with weight 1 (the eval set's real rows)."""
     return jnp.sum(values * weight) / jnp.sum(weight)
+
+
+def gather_whole(w: jax.Array) -> jax.Array:
+    """`w` (a parameter) whole on every device where it is used: FSDP's all-gather of a weight.
+
+    For weights whose FSDP split (experiments/sharding.py) XLA's partitioner would otherwise
+    carry into the activations, e.g. an embedding table split over its features: the lookup
+    then yields activations split by feature, which clash with the batch split of everything
+    else and get gathered whole ("Involuntary full rematerialization" warnings). A no-op when
+    no mesh is set while tracing (`experiments.train` traces its step under its mesh).
+    """
+    if jax.sharding.get_abstract_mesh().empty:
+        return w
+    return jax.lax.with_sharding_constraint(w, P())

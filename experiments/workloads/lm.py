@@ -91,7 +91,11 @@ class Transformer(nn.Module):
     def __call__(self, tokens: jax.Array) -> jax.Array:
         init = nn.initializers.normal(0.02)
         positions = self.param("positions", init, (self.context, self.d_model))
-        x = nn.Embed(self.vocab_size, self.d_model, embedding_init=init)(tokens)
+        embed = nn.Embed(self.vocab_size, self.d_model, embedding_init=init)
+        # The table whole for the lookup (it is split over features under FSDP): a lookup into
+        # the split table gives feature-split activations, which XLA reshards to and from the
+        # batch split in every block by gathering them whole.
+        x = jnp.take(_common.gather_whole(embed.embedding), tokens, axis=0)
         x = x + positions[: tokens.shape[1]]
         for _ in range(self.num_layers):
             x = Block(self.d_model, self.num_heads, self.mlp_ratio)(x)
