@@ -146,7 +146,8 @@ def build(config: ml_collections.ConfigDict, devices=None) -> Program:
     replicated = sharding.replicated(mesh)
 
     def train_step(state, batch):
-        # The mesh is visible while tracing, so workloads can pin activations to the batch axes.
+        # The mesh is visible while tracing, so workloads can constrain shardings (the LM
+        # gathers its FSDP-split embedding table whole at the lookup).
         with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
             return _train_step(state, batch)
 
