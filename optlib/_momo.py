@@ -105,6 +105,11 @@ def _tree_sum(tree) -> jax.Array:
     return sum(jax.tree.leaves(tree))
 
 
+def _tree_dot(a, b, dtype) -> jax.Array:
+    """<a, b> over two trees, each leaf product summed in `dtype`."""
+    return _tree_sum(jax.tree.map(lambda x, y: jnp.sum(x.astype(dtype) * y.astype(dtype)), a, b))
+
+
 # --- MoMo --------------------------------------------------------------------------------------
 
 
@@ -208,15 +213,12 @@ def momo(
             b = jnp.where(state.count == 0, jnp.zeros([], dtype), b)
             rho = jnp.ones([], dtype)
 
-        def dot(a, c):
-            return jnp.sum(a.astype(dtype) * c.astype(dtype))
-
         # Memory passes, not flops, set the step time. <g, x> reads only inputs; the guard
         # needs nothing else (a NaN or inf in g or x makes it non-finite), so the new average
         # d_k is written once, already guarded, as the state; the two remaining products read
         # it, and the final pass reads x and d_k. That is optax's pass count plus the guard.
         f = value.astype(dtype)
-        gx = _tree_sum(jax.tree.map(dot, updates, params))
+        gx = _tree_dot(updates, params, dtype)
         ok = jnp.isfinite(f) & jnp.isfinite(gx)
 
         def average(g, d):
@@ -224,8 +226,8 @@ def momo(
             return jnp.where(ok, new, d)
 
         grad_avg = jax.tree.map(average, updates, state.grad_avg)
-        dx = _tree_sum(jax.tree.map(dot, grad_avg, params))
-        dd = _tree_sum(jax.tree.map(lambda d: dot(d, d), grad_avg))
+        dx = _tree_dot(grad_avg, params, dtype)
+        dd = _tree_dot(grad_avg, grad_avg, dtype)
         loss_avg = b * state.loss_avg + (1 - b) * f
         gamma = b * state.grad_dot + (1 - b) * gx
         q = 1 + alpha * jnp.asarray(weight_decay, dtype) if decay else 1.0
@@ -357,15 +359,12 @@ def momo_adam(
         rho = 1 - beta1**k
         bc2, bc2_prev = 1 - beta2**k, 1 - beta2 ** (k - 1)
 
-        def dot(a, c):
-            return jnp.sum(a.astype(dtype) * c.astype(dtype))
-
         # Passes as in `momo`: <g, x> and the guard from inputs, then d_k and D_k written once
         # (guarded) as the state, two products that read them, and the final pass. Keeping D_k
         # rather than v_k lets XLA:CPU fuse <d, d / D> into its reduction; with v_k the root
         # would go to a params-sized temporary (page-faulted on every step).
         f = value.astype(dtype)
-        gx = _tree_sum(jax.tree.map(dot, updates, params))
+        gx = _tree_dot(updates, params, dtype)
         ok = jnp.isfinite(f) & jnp.isfinite(gx)
 
         def first_moment(g, d):
@@ -382,7 +381,7 @@ def momo_adam(
 
         grad_avg = jax.tree.map(first_moment, updates, state.grad_avg)
         precond = jax.tree.map(preconditioner, updates, state.precond)
-        dx = _tree_sum(jax.tree.map(dot, grad_avg, params))
+        dx = _tree_dot(grad_avg, params, dtype)
         # (d * d) / D, not d * (d / D): the step's d / D must not be shared with this product,
         # or it becomes a params-sized temporary.
         dd = _tree_sum(
