@@ -28,7 +28,7 @@ $(PLOTS_STAMP): pyproject.toml | $(PY)
 run: $(PLOTS_STAMP)
 	$(PY) -m experiments.study
 
-## make demo: every optlib optimizer on toy workloads with a small lr grid (~15 s).
+## make demo: every registered optimizer on toy problems over a small lr grid (~1 min).
 demo: $(STAMP)
 	$(PY) -m experiments.demo
 

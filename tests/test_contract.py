@@ -1,86 +1,77 @@
-"""The optimizer contract: every optimizer in optlib joins this table with one line.
+"""The optimizer contract: every optimizer in `optlib.registry` joins this table.
 
-Each `Case` names a factory `f(learning_rate, **kwargs)` and the learning rates with which it
-must converge on the two toy problems (with a cosine decay over `STEPS` steps). Every test
-below runs for every case.
+Each `Case` names a registry entry, keyword arguments, and the learning rates with which it
+must converge on the two toy problems (with a cosine decay over `STEPS` steps). The entry says
+which extra arguments its update takes (`entry.update_kwargs`), as it does for every loop.
+Every test below runs for every case; `test_every_registered_optimizer_has_a_case` keeps the
+table complete.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from typing import Any
 
+import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 import pytest
+from absl.testing import parameterized
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import optlib
+import optlib.registry
 
 STEPS = 500
+# optax's own optimizers, registered as baselines: optax's tests cover them.
+OPTAX_BASELINES = ("adamw", "nadamw", "sgd")
 
 
 @dataclasses.dataclass(frozen=True)
 class Case:
     name: str
-    factory: Callable[..., optax.GradientTransformation]
+    optimizer: str  # an optlib.registry name
     kwargs: dict[str, Any]
     parabola_lr: float
     rosenbrock_lr: float
-    # Extra arguments the optimizer's `update` needs, by name: "value" (the loss at the
-    # params, as MoMo takes it) and "grad_fn" (a gradient function, as SAM's opaque mode).
-    needs: tuple[str, ...] = ()
     # Steps (and cosine length) for Rosenbrock. Methods without momentum or preconditioning
     # (DoG is SGD with a tuned step) need ~10x more than STEPS, as plain SGD does.
     rosenbrock_steps: int = STEPS
 
+    @property
+    def entry(self) -> optlib.registry.OptimizerEntry:
+        return optlib.registry.get(self.optimizer)
+
+    @property
+    def factory(self):
+        return self.entry.factory
+
     def make(self, learning_rate: optax.ScalarOrSchedule = 1e-2) -> optax.GradientTransformation:
-        return self.factory(learning_rate, **self.kwargs)
-
-
-def dog_with_averaging(learning_rate, gamma=8.0):
-    return optlib.with_averaging(optlib.dog(learning_rate), kind="polynomial", gamma=gamma)
-
-
-def sam_sgd(learning_rate, rho=0.05, momentum=0.9, adaptive=False):
-    return optlib.sam(optax.sgd(learning_rate, momentum=momentum), rho=rho, adaptive=adaptive)
-
-
-def schedule_free_wrapping(learning_rate, b1=0.9, base="sgd"):
-    """optlib.schedule_free around optax.sgd or optax.adam (b1=0), one 50-step warm-up."""
-
-    def warm(count):
-        lr = learning_rate(count) if callable(learning_rate) else learning_rate
-        return lr * jnp.minimum(1.0, (count + 1.0) / 50)
-
-    inner = optax.sgd(warm) if base == "sgd" else optax.adam(warm, b1=0.0)
-    return optlib.schedule_free(inner, warm, b1=b1)
+        return self.entry.build(learning_rate, **self.kwargs)
 
 
 CASES = [
-    Case("lamb", optlib.lamb, dict(weight_decay=1e-4), 0.1, 0.1),
+    Case("lamb", "lamb", dict(weight_decay=1e-4), 0.1, 0.1),
     Case(
         "lamb_1d_excluded",
-        optlib.lamb,
+        "lamb",
         dict(weight_decay=1e-4, weight_decay_mask=optlib.masks.exclude_1d, trust_clip=10.0),
         0.1,
         0.1,
     ),
-    Case("lars", optlib.lars, dict(trust_coefficient=1.0), 0.01, 0.03),
+    Case("lars", "lars", dict(trust_coefficient=1.0), 0.01, 0.03),
     Case(
         "lars_combined_nesterov",
-        optlib.lars,
+        "lars",
         dict(trust_coefficient=1.0, weight_decay=1e-5, denominator="combined", nesterov=True),
         0.01,
         0.03,
     ),
     Case(
         "tvlars",
-        optlib.tvlars,
+        "tvlars",
         dict(
             trust_coefficient=1.0,
             weight_decay=0.0,
@@ -94,57 +85,73 @@ CASES = [
     ),
     Case(
         "tvlars_repo",
-        optlib.tvlars,
+        "tvlars",
         dict(trust_coefficient=1.0, weight_decay=0.0, decay_rate=1e-2, repo_compat=True),
         0.01,
         0.01,
     ),
     # DoG's c multiplies its own step size; c = 2 under the cosine decay of the harness.
-    Case("dog", optlib.dog, {}, 2.0, 2.0, rosenbrock_steps=5000),
-    Case("ldog", optlib.ldog, {}, 2.0, 2.0, rosenbrock_steps=5000),
-    Case("dog_averaged", dog_with_averaging, dict(gamma=8.0), 2.0, 2.0, rosenbrock_steps=5000),
-    Case("momo", optlib.momo, {}, 1.0, 1.0, needs=("value",)),
+    Case("dog", "dog", {}, 2.0, 2.0, rosenbrock_steps=5000),
+    Case("ldog", "ldog", {}, 2.0, 2.0, rosenbrock_steps=5000),
+    Case("dog_averaged", "dog_averaged", dict(gamma=8.0), 2.0, 2.0, rosenbrock_steps=5000),
+    Case("ldog_averaged", "ldog_averaged", dict(gamma=8.0), 2.0, 2.0, rosenbrock_steps=5000),
+    Case("momo", "momo", {}, 1.0, 1.0),
     # MoMo* with momentum stalls on these toys (its bound estimate halves the gap to the loss
     # at each step between resets); beta = 0 keeps the estimator and the proximal decay tested.
     Case(
         "momo_wd_adaptive_lb",
-        optlib.momo,
+        "momo",
         dict(beta=0.0, weight_decay=1e-4, adapt_lower_bound=True),
         0.3,
         0.1,
-        needs=("value",),
     ),
-    Case("momo_adam", optlib.momo_adam, dict(weight_decay=1e-4), 1.0, 1.0, needs=("value",)),
+    Case("momo_adam", "momo_adam", dict(weight_decay=1e-4), 1.0, 1.0),
     # SAM's iterates circle the minimum at a radius ~rho while the lr decays: a small rho
     # reaches Rosenbrock's 1e-2 in the harness' 500 steps.
-    Case("sam_momentum", sam_sgd, dict(rho=0.005), 0.3, 2e-3, needs=("grad_fn",)),
-    Case("asam", sam_sgd, dict(rho=0.005, adaptive=True), 0.3, 2e-3, needs=("grad_fn",)),
+    Case("sam_momentum", "sam", dict(rho=0.005), 0.3, 2e-3),
+    Case("asam", "sam", dict(rho=0.005, adaptive=True), 0.3, 2e-3),
+    Case("sgd_momentum_l2", "sgd_momentum", dict(weight_decay=1e-6), 0.3, 2e-3),
     Case(
         "schedule_free_sgd",
-        optlib.schedule_free_sgd,
+        "schedule_free_sgd",
         dict(warmup_steps=50, weight_decay=1e-6),
         1.0,
         0.015,
     ),
     Case(
         "schedule_free_adamw",
-        optlib.schedule_free_adamw,
+        "schedule_free_adamw",
         dict(warmup_steps=10, weight_decay=1e-6),
         1.0,
         1.0,
     ),
     Case(
         "schedule_free_adamw_paper",
-        optlib.schedule_free_adamw,
+        "schedule_free_adamw",
         dict(warmup_steps=10, weight_decay=1e-6, variant="paper"),
         1.0,
         0.5,
     ),
-    Case("schedule_free_wrapping_sgd", schedule_free_wrapping, {}, 1.0, 0.015),
-    Case("schedule_free_wrapping_adam", schedule_free_wrapping, dict(base="adam"), 1.0, 1.0),
+    # optlib.schedule_free around any registered optimizer (adam: AdamW without decay, b1 = 0).
+    Case("schedule_free_wrapping_sgd", "schedule_free", dict(warmup_steps=50), 1.0, 0.015),
+    Case(
+        "schedule_free_wrapping_adam",
+        "schedule_free",
+        dict(warmup_steps=50, base="adamw", base_kwargs={"b1": 0.0, "weight_decay": 0.0}),
+        1.0,
+        1.0,
+    ),
 ]
 
-pytestmark = pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+
+def test_every_registered_optimizer_has_a_case():
+    covered = {case.optimizer for case in CASES}
+    assert covered == set(optlib.registry.names()) - set(OPTAX_BASELINES)
+
+
+def pytest_generate_tests(metafunc):
+    if "case" in metafunc.fixturenames:
+        metafunc.parametrize("case", CASES, ids=lambda c: c.name)
 
 
 # --- problems -----------------------------------------------------------------------------
@@ -174,25 +181,19 @@ def parabola_start(dtype=jnp.float32):
 ROSENBROCK_START = {"xy": jnp.array([[-1.2, 1.0]])}
 
 
-def extra_args(needs, loss_fn, params, loss):
-    """The extra keyword arguments named in `Case.needs`, for `update` at `params`."""
-    available = {"value": lambda: loss, "grad_fn": lambda: jax.grad(loss_fn)}
-    return {name: available[name]() for name in needs}
-
-
-def update_step(opt, loss_fn, needs, params, state, **extra):
-    """One `update` + `apply_updates`, passing the extra arguments the optimizer needs."""
+def update_step(opt, loss_fn, entry, params, state, **extra):
+    """One `update` + `apply_updates`, with the extra arguments the registry entry names."""
     loss, grads = jax.value_and_grad(loss_fn)(params)
-    extra = {**extra_args(needs, loss_fn, params, loss), **extra}
+    extra = {**entry.update_kwargs(loss=loss, grad_fn=jax.grad(loss_fn)), **extra}
     updates, state = opt.update(grads, state, params, **extra)
     return optax.apply_updates(params, updates), state
 
 
-def train(opt, loss_fn, params, steps, needs=()):
+def train(opt, loss_fn, params, steps, entry):
     """`steps` updates inside one compiled loop; returns the final params."""
 
     def body(_, carry):
-        return update_step(opt, loss_fn, needs, *carry)
+        return update_step(opt, loss_fn, entry, *carry)
 
     return jax.lax.fori_loop(0, steps, body, (params, opt.init(params)))[0]
 
@@ -200,15 +201,15 @@ def train(opt, loss_fn, params, steps, needs=()):
 train_jit = jax.jit(train, static_argnums=(0, 1, 3, 4))
 
 
-def run_steps(opt, params, steps=3, loss_fn=parabola, needs=(), **extra):
+def run_steps(opt, params, entry, steps=3, loss_fn=parabola, **extra):
     state = opt.init(params)
     for _ in range(steps):
-        params, state = update_step(opt, loss_fn, needs, params, state, **extra)
+        params, state = update_step(opt, loss_fn, entry, params, state, **extra)
     return params, state
 
 
 def assert_trees_close(a, b, rtol=1e-6, atol=1e-6):
-    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=rtol, atol=atol), a, b)
+    chex.assert_trees_all_close(a, b, rtol=rtol, atol=atol)  # structures must match too
 
 
 # --- the contract ---------------------------------------------------------------------------
@@ -216,41 +217,40 @@ def assert_trees_close(a, b, rtol=1e-6, atol=1e-6):
 
 def test_converges_on_parabola(case):
     opt = case.make(optax.cosine_decay_schedule(case.parabola_lr, STEPS))
-    final = train_jit(opt, parabola, parabola_start(), STEPS, case.needs)
+    final = train_jit(opt, parabola, parabola_start(), STEPS, case.entry)
     assert float(parabola(final)) < 1e-5, f"{case.name}: {float(parabola(final))}"
 
 
 def test_converges_on_rosenbrock(case):
     steps = case.rosenbrock_steps
     opt = case.make(optax.cosine_decay_schedule(case.rosenbrock_lr, steps))
-    final = train_jit(opt, rosenbrock, ROSENBROCK_START, steps, case.needs)
+    final = train_jit(opt, rosenbrock, ROSENBROCK_START, steps, case.entry)
     assert float(rosenbrock(final)) < 1e-2, f"{case.name}: {float(rosenbrock(final))}"
 
 
 def test_jit_does_not_recompile(case):
+    chex.clear_trace_counter()  # chex counts traces per function body, across cases
     opt = case.make()
-    traces = []
 
     @jax.jit
+    @chex.assert_max_traces(n=1)
     def step(params, state):
-        traces.append(1)
-        return update_step(opt, parabola, case.needs, params, state)
+        return update_step(opt, parabola, case.entry, params, state)
 
     params = parabola_start()
     state = opt.init(params)
-    params, state = step(params, state)
-    params, state = step(params, state)
+    for _ in range(3):
+        params, state = step(params, state)
     jax.block_until_ready(params)
-    assert len(traces) == 1
 
 
 def test_inside_chain(case):
     # A clip that never binds must leave the trajectory unchanged.
-    plain, _ = run_steps(case.make(), parabola_start(), needs=case.needs)
+    plain, _ = run_steps(case.make(), parabola_start(), entry=case.entry)
     chained, _ = run_steps(
         optax.chain(optax.clip_by_global_norm(1e9), case.make()),
         parabola_start(),
-        needs=case.needs,
+        entry=case.entry,
     )
     assert_trees_close(plain, chained)
 
@@ -261,8 +261,8 @@ def test_inject_hyperparams_matches_plain(case):
     injected = optax.inject_hyperparams(case.factory, static_args=static)(
         learning_rate=1e-2, **case.kwargs
     )
-    plain, _ = run_steps(case.make(1e-2), parabola_start(), needs=case.needs)
-    via_inject, state = run_steps(injected, parabola_start(), needs=case.needs)
+    plain, _ = run_steps(case.make(1e-2), parabola_start(), entry=case.entry)
+    via_inject, state = run_steps(injected, parabola_start(), entry=case.entry)
     assert_trees_close(plain, via_inject)
     assert float(state.hyperparams["learning_rate"]) == pytest.approx(1e-2)
 
@@ -275,9 +275,9 @@ def test_multi_steps(case):
         optax.MultiSteps(case.make(), every_k_schedule=k),
         parabola_start(),
         steps=2 * k,
-        needs=case.needs,
+        entry=case.entry,
     )
-    plain, _ = run_steps(case.make(), parabola_start(), steps=2, needs=case.needs)
+    plain, _ = run_steps(case.make(), parabola_start(), steps=2, entry=case.entry)
     assert_trees_close(plain, multi)
 
 
@@ -287,7 +287,7 @@ def test_dtypes_are_kept(case, dtype):
     params = parabola_start(dtype)
     state = opt.init(params)
     loss, grads = jax.value_and_grad(parabola)(params)
-    extra = extra_args(case.needs, parabola, params, loss)
+    extra = case.entry.update_kwargs(loss=loss, grad_fn=jax.grad(parabola))
     updates, state = opt.update(grads, state, params, **extra)
     new_params = optax.apply_updates(params, updates)
     for tree in (updates, new_params):
@@ -311,7 +311,9 @@ def test_zero_gradient_is_finite(case, zero_params):
     zeros = jax.tree.map(jnp.zeros_like, params)
     # A zero gradient of a constant loss: the loss value (for MoMo) is the parabola's, the
     # gradient function (for SAM) returns zeros too.
-    extra = extra_args(case.needs, lambda p: 0.0 * parabola(p), params, parabola(params))
+    extra = case.entry.update_kwargs(
+        loss=parabola(params), grad_fn=jax.grad(lambda p: 0.0 * parabola(p))
+    )
     for _ in range(2):
         updates, state = opt.update(zeros, state, params, **extra)
         params = optax.apply_updates(params, updates)
@@ -320,9 +322,9 @@ def test_zero_gradient_is_finite(case, zero_params):
 
 
 def test_unknown_extra_args_are_accepted(case):
-    plain, _ = run_steps(case.make(), parabola_start(), steps=2, needs=case.needs)
+    plain, _ = run_steps(case.make(), parabola_start(), steps=2, entry=case.entry)
     extra, _ = run_steps(
-        case.make(), parabola_start(), steps=2, needs=case.needs, unknown_flag=True
+        case.make(), parabola_start(), steps=2, entry=case.entry, unknown_flag=True
     )
     assert_trees_close(plain, extra)
 
@@ -333,16 +335,15 @@ def test_init_on_abstract_params(case):
     shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
     abstract = jax.eval_shape(opt.init, shapes)
     concrete = opt.init(params)
-    assert jax.tree.structure(abstract) == jax.tree.structure(concrete)
-    for a, c in zip(jax.tree.leaves(abstract), jax.tree.leaves(concrete), strict=True):
-        assert (a.shape, a.dtype) == (c.shape, c.dtype)
+    chex.assert_trees_all_equal_structs(abstract, concrete)
+    chex.assert_trees_all_equal_shapes_and_dtypes(abstract, concrete)
 
 
 def test_donated_jitted_step(case):
     opt = case.make()
 
     def step(params, state):
-        return update_step(opt, parabola, case.needs, params, state)
+        return update_step(opt, parabola, case.entry, params, state)
 
     donating = jax.jit(step, donate_argnums=(0, 1))
     params = parabola_start()
@@ -350,7 +351,7 @@ def test_donated_jitted_step(case):
     for _ in range(3):
         params, state = donating(params, state)
         jax.block_until_ready(params)
-    expected, _ = run_steps(opt, parabola_start(), steps=3, needs=case.needs)
+    expected, _ = run_steps(opt, parabola_start(), steps=3, entry=case.entry)
     assert_trees_close(expected, params)
 
 
@@ -387,7 +388,7 @@ def test_sharded_state_and_step_match_single_device(case):
 
     @jax.jit
     def step(params, state):
-        return update_step(opt, loss_fn, case.needs, params, state)
+        return update_step(opt, loss_fn, case.entry, params, state)
 
     # Eager init places zeros like the params; a jitted init needs out_shardings (the
     # training loop derives them from the params' shardings).
@@ -407,3 +408,21 @@ def test_sharded_state_and_step_match_single_device(case):
         expected, expected_state = step(expected, expected_state)
         jax.block_until_ready(expected)
     assert_trees_close(expected, params, rtol=1e-6, atol=1e-6)
+
+
+class UpdateWithAndWithoutJit(chex.TestCase):
+    """One update is the same traced under jit and run op by op (chex variants)."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.named_parameters((case.name, case) for case in CASES)
+    def test_update(self, case):
+        opt = case.make()
+        params = parabola_start()
+        state = opt.init(params)
+
+        def step(params, state):
+            return update_step(opt, parabola, case.entry, params, state)
+
+        expected, _ = update_step(opt, parabola, case.entry, params, state)
+        got, _ = self.variant(step)(params, state)
+        assert_trees_close(expected, got)
