@@ -64,6 +64,21 @@ def decay_steps_for(at_step: int, decay_fraction: float) -> int:
     return max(1, round(decay_fraction * at_step / (1.0 - decay_fraction)))
 
 
+def check_branch_arguments(
+    at: list[int], decay_fraction: float, shape: str, end_value: float
+) -> None:
+    """Every branch argument checked before any step is computed (ValueError naming it)."""
+    import schedules
+
+    if not at or at[0] < 1:
+        raise ValueError(f"--at must list fork steps >= 1, got {at}")
+    decay_steps_for(at[0], decay_fraction)  # raises for a fraction outside (0, 1)
+    if shape not in schedules.DECAY_SHAPES:
+        raise ValueError(f"--shape={shape!r} is unknown; choose one of {schedules.DECAY_SHAPES}")
+    if not end_value >= 0.0:
+        raise ValueError(f"--end_value must be >= 0, got {end_value}")
+
+
 def main_config(
     config: ml_collections.ConfigDict, at: list[int], mode: str, decay_fraction: float, shape: str
 ) -> ml_collections.ConfigDict:
@@ -134,8 +149,7 @@ def run(
 
     parent_dir = pathlib.Path(parent)
     at = sorted({int(k) for k in at})
-    if not at or at[0] < 1:
-        raise ValueError(f"--at must list fork steps >= 1, got {at}")
+    check_branch_arguments(at, decay_fraction, shape, end_value)
     if config is None:
         if not (parent_dir / "config.json").exists():
             raise ValueError(f"--parent={parent} has no run yet: give --config to start one")
@@ -153,27 +167,39 @@ def run(
     return results
 
 
-def main(argv, holders: dict) -> None:
+def main(argv, holders: dict, overrides=None) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from experiments import cli
     from experiments.distributed import maybe_initialize_distributed
 
     maybe_initialize_distributed()
     value = {name: holder.value for name, holder in holders.items()}
-    results = run(
-        value["config"],
-        value["parent"],
-        [int(k) for k in value["at"]],
-        value["decay_fraction"],
-        value["shape"],
-        value["end_value"],
-        value["mode"],
-    )
+
+    def run_all():
+        config = value["config"]
+        if config is not None:
+            config = cli.apply_kwargs_overrides(config, overrides or cli.KwargsOverrides())
+        return run(
+            config,
+            value["parent"],
+            [int(k) for k in value["at"]],
+            value["decay_fraction"],
+            value["shape"],
+            value["end_value"],
+            value["mode"],
+        )
+
+    results = cli.run_reporting_errors(run_all)
     for workdir, summary in results.items():
         print(json.dumps({"workdir": workdir, "step": summary["step"], "eval": summary["eval"]}))
     sys.stdout.flush()
 
 
 if __name__ == "__main__":
+    from experiments import cli
+
     _holders = define_flags()
-    app.run(lambda argv: main(argv, _holders))
+    sys.argv, _overrides = cli.split_kwargs_overrides(sys.argv)  # config_flags reads sys.argv
+    cli.quiet_logs(sys.argv)
+    app.run(lambda argv: main(argv, _holders, _overrides))

@@ -76,6 +76,10 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
+    def should_save(self, step: int) -> bool:
+        """Whether `save(step, ...)` would write (the loop checks the loss before it does)."""
+        return self.manager.should_save(step)
+
     def save(self, step: int, state: dict, force: bool = False) -> bool:
         """Saves `state` (a dict with step, params, opt_state) at `step`; True if written."""
         saved = self.manager.save(

@@ -1,12 +1,14 @@
 """Runs one experiment config.
 
     python -m experiments.main --config=experiments/configs/lm.py --workdir=runs/x \
-        [--config.optimizer.name=lamb --config.steps=500 ...]
+        [--config.optimizer.name=lamb --config.steps=500 --config.optimizer.kwargs.b1=0.95 ...]
 
-The config is locked: overriding a key it does not have is an error. When several processes
-run the same command (a TPU pod slice, or `JAX_NUM_PROCESSES` / a coordinator address set in
-the environment), `jax.distributed.initialize()` joins them first, and the mesh spans every
-process's devices.
+The config is locked: overriding a key it does not have is an error, except the optimizer's
+and the schedule's kwargs, which may name any argument of their factory (`experiments.cli`).
+A bad config, a NaN loss or Ctrl-C ends the command with one line saying what to do. When
+several processes run the same command (a TPU pod slice, or `JAX_NUM_PROCESSES` / a
+coordinator address set in the environment), `jax.distributed.initialize()` joins them first,
+and the mesh spans every process's devices.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from experiments import cli
 from experiments.distributed import distributed_kwargs, maybe_initialize_distributed
 
 __all__ = ["distributed_kwargs", "main", "maybe_initialize_distributed"]
@@ -33,16 +36,22 @@ def define_flags() -> tuple:
     return config, workdir
 
 
-def main(argv, config_flag, workdir_flag) -> None:
+def main(argv, config_flag, workdir_flag, overrides: cli.KwargsOverrides | None = None) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     maybe_initialize_distributed()
     from experiments import train  # after distributed init: importing jax code is fine either way
 
-    summary = train.train(config_flag.value, workdir_flag.value)
+    def run():
+        config = cli.apply_kwargs_overrides(config_flag.value, overrides or cli.KwargsOverrides())
+        return train.train(config, workdir_flag.value)
+
+    summary = cli.run_reporting_errors(run)
     print(json.dumps({k: summary[k] for k in ("step", "eval", "target_reached")}), file=sys.stdout)
 
 
 if __name__ == "__main__":
     _config, _workdir = define_flags()
-    app.run(lambda argv: main(argv, _config, _workdir))
+    sys.argv, _overrides = cli.split_kwargs_overrides(sys.argv)  # config_flags reads sys.argv
+    cli.quiet_logs(sys.argv)
+    app.run(lambda argv: main(argv, _config, _workdir, _overrides))

@@ -16,7 +16,7 @@ import json
 import pathlib
 from collections.abc import Sequence
 
-from experiments.train import read_metrics
+from experiments.metrics import read_metrics
 
 
 def expand(workdirs: Sequence[str]) -> list[pathlib.Path]:

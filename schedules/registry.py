@@ -41,11 +41,35 @@ def names() -> list[str]:
     return sorted(SCHEDULES)
 
 
-def build(name: str, total_steps: int | None = None, **kwargs: Any) -> Callable:
-    """The schedule `name` built from `kwargs` (plus `total_steps` where it takes one)."""
+def get(name: str) -> Callable[..., Callable]:
+    """The factory of `name`; an unknown name is a ValueError that lists the choices."""
     if name not in SCHEDULES:
         raise ValueError(f"unknown schedule {name!r}; choose one of: {', '.join(names())}")
-    factory = SCHEDULES[name]
-    if "total_steps" in inspect.signature(factory).parameters and "total_steps" not in kwargs:
+    return SCHEDULES[name]
+
+
+def takes_total_steps(name: str) -> bool:
+    """Whether schedule `name` depends on the run length (cosine does, a warm-up does not)."""
+    return "total_steps" in inspect.signature(get(name)).parameters
+
+
+def accepted_kwargs(name: str) -> tuple[str, ...]:
+    """The keyword arguments schedule `name` takes."""
+    return tuple(inspect.signature(get(name)).parameters)
+
+
+def check_kwargs(name: str, kwargs: dict) -> None:
+    """A ValueError naming every argument schedule `name` does not take, and those it does."""
+    unknown = sorted(set(kwargs) - set(accepted_kwargs(name)))
+    if unknown:
+        raise ValueError(
+            f"schedule {name!r} takes no argument {', '.join(unknown)}; "
+            f"it takes: {', '.join(accepted_kwargs(name))}"
+        )
+
+
+def build(name: str, total_steps: int | None = None, **kwargs: Any) -> Callable:
+    """The schedule `name` built from `kwargs` (plus `total_steps` where it takes one)."""
+    if takes_total_steps(name) and "total_steps" not in kwargs:
         kwargs["total_steps"] = total_steps
-    return factory(**kwargs)
+    return get(name)(**kwargs)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import optlib.registry
-from experiments import branch, checkpointing, sharding, train, workloads
+from experiments import branch, checkpointing, metrics, sharding, train, workloads
 from experiments.configs import common
 
 
@@ -50,10 +50,12 @@ def leaves(tree):
 
 
 def test_sharded_equals_single_device(tmp_path):
-    single = train.train(mlp_config(), tmp_path / "one", devices=jax.devices()[:1])
+    single = train.train(
+        mlp_config(), tmp_path / "one", devices=jax.devices()[:1], return_state=True
+    )
     config = mlp_config()
     config.mesh.data, config.mesh.fsdp = 2, 4
-    sharded = train.train(config, tmp_path / "eight")
+    sharded = train.train(config, tmp_path / "eight", return_state=True)
     for a, b in zip(leaves(single["state"]), leaves(sharded["state"]), strict=True):
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
     assert single["eval"]["eval_loss"] == pytest.approx(sharded["eval"]["eval_loss"], rel=1e-5)
@@ -62,7 +64,7 @@ def test_sharded_equals_single_device(tmp_path):
 def test_state_is_sharded_as_configured(tmp_path):
     config = mlp_config(steps=2)
     config.mesh.data, config.mesh.fsdp = 2, 4
-    state = train.train(config, tmp_path)["state"]
+    state = train.train(config, tmp_path, return_state=True)["state"]
     mesh = sharding.make_mesh({"data": 2, "fsdp": 4})
     for tree in (state["params"], state["opt_state"]):
         for leaf in jax.tree.leaves(tree):
@@ -77,18 +79,18 @@ def test_state_is_sharded_as_configured(tmp_path):
 
 
 def test_kill_and_resume_is_bitwise_identical(tmp_path):
-    uninterrupted = train.train(quadratic_config(30), tmp_path / "whole")
+    uninterrupted = train.train(quadratic_config(30), tmp_path / "whole", return_state=True)
     train.train(quadratic_config(30), tmp_path / "killed", stop_after=25)
     assert checkpointing.Checkpointer(tmp_path / "killed").latest_step() == 20
-    resumed = train.train(quadratic_config(30), tmp_path / "killed")
+    resumed = train.train(quadratic_config(30), tmp_path / "killed", return_state=True)
     assert resumed["origin"] == {"kind": "resume", "step": 20}
     for a, b in zip(leaves(uninterrupted["state"]), leaves(resumed["state"]), strict=True):
         np.testing.assert_array_equal(a, b)
     # Logs: every logged step once (the repeat after the crash replaces the first), with the
     # norms and the learning rate applied; TensorBoard events next to them.
-    records = train.read_metrics(tmp_path / "killed")
+    records = metrics.read_metrics(tmp_path / "killed")
     train_steps = [r["step"] for r in records if r["split"] == "train"]
-    assert train_steps == [4, 9, 14, 19, 24, 29]
+    assert train_steps == [5, 10, 15, 20, 25, 30]  # updates applied, as eval records count
     assert {"loss", "grad_norm", "update_norm", "param_norm", "lr"} <= set(records[0])
     assert list((tmp_path / "killed" / "tb").glob("events.out.tfevents.*"))
 
@@ -120,7 +122,10 @@ def test_fork_continues_the_parent_exactly(tmp_path):
     # The branch starts from the parent's state at step 15, bit for bit.
     child_config = json.loads((child_dir / "config.json").read_text())
     probe = train.train(
-        branch.load_config(child_dir) if child_config else None, tmp_path / "probe", stop_after=15
+        branch.load_config(child_dir) if child_config else None,
+        tmp_path / "probe",
+        stop_after=15,
+        return_state=True,
     )
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), probe["state"])
     at_fork = parent_ckpt.restore(15, abstract)
@@ -134,7 +139,7 @@ def test_fork_continues_the_parent_exactly(tmp_path):
     assert float(decayed(14)) == float(base(14))
     assert float(decayed(15)) == pytest.approx(float(base(15)))
     assert float(decayed(15 + decay)) == 0.0
-    lrs = [r["lr"] for r in train.read_metrics(child_dir) if r["split"] == "train"]
+    lrs = [r["lr"] for r in metrics.read_metrics(child_dir) if r["split"] == "train"]
     assert lrs == sorted(lrs, reverse=True) and lrs[-1] < base(15)
 
 
@@ -146,7 +151,7 @@ def test_fork_onto_another_mesh(tmp_path):
     train.train(config, parent)
     child = branch.branch_config(config, str(parent), 10, 0.5, "linear", 0.0)
     child.mesh.data, child.mesh.fsdp = 2, 4
-    result = train.train(child, tmp_path / "child")
+    result = train.train(child, tmp_path / "child", return_state=True)
     assert result["origin"]["kind"] == "fork" and result["step"] == 20
     w = result["state"]["params"]
     assert any("fsdp" in str(x.sharding.spec) for x in jax.tree.leaves(w))
@@ -155,8 +160,10 @@ def test_fork_onto_another_mesh(tmp_path):
 def test_wsd_s_mode_decays_in_place(tmp_path):
     results = branch.run(stable_config(), str(tmp_path / "s"), at=[20, 40], mode="wsd-s")
     assert list(results) == [str(tmp_path / "s")]
-    lrs = {r["step"]: r["lr"] for r in train.read_metrics(tmp_path / "s") if r["split"] == "train"}
-    assert lrs[19] < 0.05 * 0.5 and lrs[24] == pytest.approx(0.05)  # decayed, then back at peak
+    lrs = {
+        r["step"]: r["lr"] for r in metrics.read_metrics(tmp_path / "s") if r["split"] == "train"
+    }
+    assert lrs[20] < 0.05 * 0.5 and lrs[25] == pytest.approx(0.05)  # decayed, then back at peak
 
 
 def test_nan_loss_stops_with_the_step(tmp_path):
@@ -253,9 +260,7 @@ def test_study_runs_at_toy_size(tmp_path):
 
 CONFIG_DIR = pathlib.Path(__file__).parent.parent / "experiments" / "configs"
 TRAIN_CONFIGS = sorted(
-    p.stem
-    for p in CONFIG_DIR.glob("*.py")
-    if p.stem not in ("__init__", "common", "prospect_synthetic")
+    p.stem for p in CONFIG_DIR.glob("*.py") if p.stem not in ("__init__", "common")
 )
 
 

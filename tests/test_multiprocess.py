@@ -22,7 +22,7 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import checkpointing, main, train
+from experiments import checkpointing, main, metrics, train
 from experiments.configs import quadratic
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -118,7 +118,7 @@ def _summary(out: str) -> dict:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("single")
-    return {**train.train(_config(STEPS), workdir), "workdir": workdir}
+    return {**train.train(_config(STEPS), workdir, return_state=True), "workdir": workdir}
 
 
 @pytest.fixture(scope="module")
@@ -146,16 +146,15 @@ def test_two_processes_match_one(two_process_run, reference, tmp_path):
     )
 
     # Per-step training losses (process 0 writes the log) against the single-process run.
-    multi = {r["step"]: r["loss"] for r in train.read_metrics(workdir) if r["split"] == "train"}
+    multi = {r["step"]: r["loss"] for r in metrics.read_metrics(workdir) if r["split"] == "train"}
     single = {
         r["step"]: r["loss"]
-        for r in train.read_metrics(reference["workdir"])
+        for r in metrics.read_metrics(reference["workdir"])
         if r["split"] == "train"
     }
-    assert sorted(multi) == sorted(single) == list(range(STEPS))
-    np.testing.assert_allclose(
-        [multi[s] for s in range(STEPS)], [single[s] for s in range(STEPS)], rtol=1e-5
-    )
+    steps = list(range(1, STEPS + 1))
+    assert sorted(multi) == sorted(single) == steps
+    np.testing.assert_allclose([multi[s] for s in steps], [single[s] for s in steps], rtol=1e-5)
 
     # The final checkpoint holds the whole state; restored here onto 8 local devices.
     program = train.build(_config(STEPS))
