@@ -1,8 +1,11 @@
 """Prospect against minibatch SGD on a spectral-risk regression (ALGORITHMS.md §9.5).
 
-    python -m experiments.prospect                       # the config below, ~1 min on 2 CPUs
-    python -m experiments.prospect --config experiments/configs/prospect_synthetic.py \\
-        --epochs 10,20,40 --objectives cvar,esrm
+Its own loop, not experiments/train.py: Prospect's update takes the sampled example's index
+and loss and its init the n-row loss and gradient tables, and the comparison is in epochs of a
+finite sum against an exact optimum, not steps of a streamed workload.
+
+    python -m experiments.prospect                       # `get_config()` below, ~20 s on 2 CPUs
+    python -m experiments.prospect --epochs 10,20,40 --objectives cvar,esrm [--config FILE]
 
 Synthetic regression: `x_i ~ N(0, I_d)`, `w_true ~ N(0, I_d)`, `y_i = x_i·w_true + ε_i` with
 Student-t(3) noise, squared loss `ℓ_i(w) = ½ (x_i·w − y_i)²`. The objective is the penalised
@@ -15,8 +18,19 @@ Baselines live here, not in optlib: minibatch SGD takes the gradient of the spec
 minibatch's own losses (with the spectrum of the batch size, so batch 1 is plain SGD on the
 ridge-regularised squared loss) and is biased for the full-sample spectral risk.
 
-This module is independent of experiments/train.py; tests/test_prospect.py imports its
-problem and baselines.
+Runtime: about 20 s on 2 CPU cores (float64; mostly compilation). Expected: Prospect's
+relative suboptimality falls linearly to below 1e-10 by epoch 40 for CVaR 0.5, extremile 2 and
+    ESRM 1, while SGD with batch 1 stalls around 1e-3 (biased for the spectral risk). Measured
+    (2026-11-24, seed 0), relative suboptimality at epochs 10 / 20 / 40:
+
+        objective        Prospect lr 0.01             SGD lr 0.003
+        cvar 0.5         3.5e-04 / 8.4e-07 / 4.5e-12  1.7e-03 / 6.4e-03 / 3.1e-03
+        esrm 1.0         4.6e-05 / 1.4e-08 / 8.2e-16  1.5e-03 / 6.0e-03 / 3.6e-03
+        extremile 2.0    1.8e-04 / 7.0e-07 / 2.2e-12  1.7e-03 / 6.7e-03 / 3.7e-03
+
+    The authors' code on their own draw of the data reached 8e-16 / 8e-17 / 3e-17 at epoch 40 with
+    SGD at 1e-4 to 4e-4 (ALGORITHMS.md §9.5); this draw (larger losses: R* = 1.6 against their 0.56
+    for CVaR) contracts a little more slowly per epoch.
 """
 
 from __future__ import annotations
@@ -28,6 +42,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 
@@ -196,7 +211,28 @@ def run_objective(config, name: str, param: float, checkpoints, *, verbose: bool
     return {"f0": float(f0), "f_star": float(f_star), "prospect": prospect_curve, "sgd": sgd_curve}
 
 
-def load_config(path: str):
+def get_config() -> ml_collections.ConfigDict:
+    """The default experiment: n = 200, d = 10, the three spectra, 40 epochs."""
+    config = ml_collections.ConfigDict()
+    config.n = 200
+    config.d = 10
+    config.seed = 0
+    config.shift_cost = 1.0  # ν, chi² in the authors' code scaling (n ν / 2) ‖q − 1/n‖²
+    config.penalty = "chi2"
+    config.l2_reg = 1.0  # μ = l2_reg / n
+    config.prospect_lr = 0.01
+    config.sampling = "single"
+    config.sgd_lr = 0.003
+    config.sgd_batch_size = 1
+    config.checkpoints = (10, 20, 40)
+    config.objectives = {"cvar": 0.5, "extremile": 2.0, "esrm": 1.0}
+    return config
+
+
+def load_config(path: str | None) -> ml_collections.ConfigDict:
+    """`get_config()` of the file at `path`, or this module's own when `path` is None."""
+    if path is None:
+        return get_config()
     spec = importlib.util.spec_from_file_location("prospect_config", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -205,7 +241,7 @@ def load_config(path: str):
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="experiments/configs/prospect_synthetic.py")
+    parser.add_argument("--config", default=None, help="a file with get_config() (default: ours)")
     parser.add_argument("--epochs", default=None, help="comma-separated checkpoints, e.g. 10,20,40")
     parser.add_argument("--objectives", default=None, help="subset of cvar,extremile,esrm")
     args = parser.parse_args(argv)

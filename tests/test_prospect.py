@@ -120,9 +120,7 @@ def test_matches_reference_implementation(x64, penalty, nu, linear, sampling):
 def test_linear_convergence_beats_biased_sgd(x64, name, param):
     """§9.5: after 40 epochs Prospect (η = 0.01) is below 1e-10 relative suboptimality while
     minibatch SGD (batch 1, η = 0.003) stalls above 1e-5."""
-    from experiments.configs.prospect_synthetic import get_config
-
-    config = get_config()
+    config = exp.get_config()
     out = exp.run_objective(config, name, param, [20, 40], verbose=False)
     p20, p40 = out["prospect"]
     assert abs(p40) < 1e-10, out

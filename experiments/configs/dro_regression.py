@@ -3,7 +3,7 @@
     python -m experiments.main --config=experiments/configs/dro_regression.py \
         --workdir=runs/dro_regression
 
-Prospect itself (a finite-sum method) runs from experiments/configs/prospect_synthetic.py.
+Prospect itself (a finite-sum method) runs from experiments/prospect.py (its own loop).
 Runtime: about 15 s on 2 CPU cores. Expected: relative suboptimality (rel_subopt, against the
 float64 L-BFGS optimum) below the 1e-5 target by about step 2000
 (measured: rel_subopt 1.5e-6 at step 3000, 2026-11-24).

@@ -7,16 +7,15 @@ Runtime: about 2 minutes on 2 CPU cores. Expected: validation loss at x close to
 run of the same budget (`experiments/configs/lm.py`), with no schedule to plan.
 """
 
-from experiments.configs import common
+from experiments.configs import lm
 
 
 def get_config():
-    config = common.base_config("lm")
-    config.steps = 1000
+    """`lm.get_config()` with schedule-free AdamW at lm's peak, warmed up as lm warms up."""
+    config = lm.get_config()
+    schedule = config.schedule.kwargs
     config.optimizer.name = "schedule_free_adamw"
-    config.optimizer.kwargs = {"b2": 0.98, "weight_decay": 0.01, "warmup_steps": 50}
+    config.optimizer.kwargs = {**config.optimizer.kwargs, "warmup_steps": schedule.warmup_steps}
     config.schedule.name = "constant"
-    config.schedule.kwargs = {"value": 3e-3}
-    config.eval_every = 100
-    config.checkpoint.every = 200
+    config.schedule.kwargs = {"value": schedule.peak}
     return config

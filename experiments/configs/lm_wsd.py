@@ -10,15 +10,12 @@ Expected: each branch ends near the validation loss of a cosine run of the same 
 (`experiments/configs/lm.py` with --config.steps=300/600/1000); see `make run`.
 """
 
-from experiments.configs import common
+from experiments.configs import lm
 
 
 def get_config():
-    config = common.base_config("lm")
+    """`lm.get_config()` with its cosine replaced by warm-up then the same peak, held."""
+    config = lm.get_config()
     config.steps = 800
-    config.optimizer.kwargs = {"b2": 0.98, "weight_decay": 0.01}
-    config.schedule.name = "warmup"
-    config.schedule.kwargs = {"peak": 3e-3, "warmup_steps": 50}
-    config.eval_every = 100
-    config.checkpoint.every = 200
+    config.schedule.name = "warmup"  # same kwargs as lm's cosine: peak, warmup_steps
     return config
