@@ -3,6 +3,7 @@
 from optlib import masks, spectral
 from optlib._averaging import AveragingState, averaged_params, with_averaging
 from optlib._dog import ScaleByDogState, dog, ldog, scale_by_dog
+from optlib._hypergradient import HypergradientState, adam_hd, hypergradient, sgd_hd
 from optlib._lamb import ScaleByLambState, lamb, scale_by_lamb
 from optlib._lars import ScaleByLarsState, lars, scale_by_lars
 from optlib._momo import MomoAdamState, MomoState, momo, momo_adam
@@ -22,6 +23,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AveragingState",
+    "HypergradientState",
     "MomoAdamState",
     "MomoState",
     "ProspectState",
@@ -31,8 +33,10 @@ __all__ = [
     "ScaleByLarsState",
     "ScaleByTvlarsState",
     "ScheduleFreeState",
+    "adam_hd",
     "averaged_params",
     "dog",
+    "hypergradient",
     "lamb",
     "lars",
     "ldog",
@@ -54,6 +58,7 @@ __all__ = [
     "schedule_free_adamw",
     "schedule_free_eval_params",
     "schedule_free_sgd",
+    "sgd_hd",
     "spectral",
     "tvlars",
     "tvlars_factor",
