@@ -65,6 +65,8 @@ class OptimizerEntry:
       base_lr: a learning rate to try first (with a decaying schedule where the optimizer
         takes one; DoG's and MoMo's is their own scale factor). The demo centres its grid on
         it and the time-to-target benchmark searches around it.
+      applied_lr_field: the state field holding the learning rate the optimizer actually
+        applies, when it sets its own (hypergradient descent's alpha); loops log it as "lr".
     """
 
     name: str
@@ -73,6 +75,7 @@ class OptimizerEntry:
     needs: tuple[str, ...] = ()
     eval_params_fn: Callable[[Any, Any], Any] = _no_eval_params
     grads_per_step: int = 1
+    applied_lr_field: str | None = None
 
     def __post_init__(self):
         unknown = set(self.needs) - set(EXTRA_ARGUMENTS)
@@ -120,6 +123,13 @@ class OptimizerEntry:
     def eval_params(self, opt_state: Any, params: Any) -> Any:
         """The params to evaluate: schedule-free's x, an iterate average, else `params`."""
         return self.eval_params_fn(opt_state, params)
+
+    def applied_lr(self, opt_state: Any, scheduled_lr: Any) -> Any:
+        """The learning rate the last update applied: the optimizer's own where it sets one
+        (found anywhere in the state, e.g. inside a chain), else the schedule's value."""
+        if self.applied_lr_field is None:
+            return scheduled_lr
+        return optax.tree.get(opt_state, self.applied_lr_field)
 
 
 _NOT_KWARGS = ("learning_rate", "base_optimizer")
@@ -282,6 +292,9 @@ _ENTRIES = [
         eval_params_fn=optlib.schedule_free_eval_params,
     ),
     OptimizerEntry("tvlars", optlib.tvlars, 1.0),
+    # Hypergradient descent starts from its base method's learning rate and adapts it.
+    OptimizerEntry("sgd_hd", optlib.sgd_hd, 0.1, applied_lr_field="alpha"),
+    OptimizerEntry("adam_hd", optlib.adam_hd, 3e-3, applied_lr_field="alpha"),
 ]
 
 OPTIMIZERS: dict[str, OptimizerEntry] = {entry.name: entry for entry in _ENTRIES}

@@ -132,6 +132,18 @@ CASES = [
         1.0,
         0.5,
     ),
+    # Plain SGD-HD explodes on Rosenbrock (its first |g|^2 ~ 5e4 sends alpha to infinity, the
+    # known failure the safeguard bounds): the SGD rows run safeguarded, Adam-HD both ways.
+    Case("sgd_hd_safeguard", "sgd_hd", dict(safeguard=True), 0.1, 1e-3, rosenbrock_steps=5000),
+    Case(
+        "sgdn_hd_safeguard",
+        "sgd_hd",
+        dict(momentum=0.9, nesterov=True, weight_decay=1e-4, safeguard=True),
+        2e-3,
+        2e-3,
+    ),
+    Case("adam_hd", "adam_hd", {}, 0.1, 1.0),
+    Case("adam_hd_safeguard", "adam_hd", dict(beta=1e-3, safeguard=True), 0.1, 1.0),
     # optlib.schedule_free around any registered optimizer (adam: AdamW without decay, b1 = 0).
     Case("schedule_free_wrapping_sgd", "schedule_free", dict(warmup_steps=50), 1.0, 0.015),
     Case(
