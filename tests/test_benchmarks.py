@@ -97,7 +97,7 @@ def test_time_to_target_counts_gradient_evaluations():
 def test_sequential_lanes_stop_once_done(monkeypatch):
     # The lax.map + lax.cond path (used for the CNN and the LM) gives the same costs, and a lane
     # that has reached the target stops (its later metrics are NaN, not recomputed).
-    monkeypatch.setattr(ttt, "SEQUENTIAL_LANES", frozenset({"quadratic"}))
+    monkeypatch.setattr(ttt.runner, "SEQUENTIAL_LANES", frozenset({"quadratic"}))
     method = ttt.METHODS["adamw+cosine"]
     problem = ttt.Problem("quadratic", 1, 100, {"value": 1e12})
     lanes = ttt.make_lanes(method, 1, 50, ("tuned", "self"))

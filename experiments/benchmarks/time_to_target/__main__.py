@@ -1,0 +1,3 @@
+from experiments.benchmarks.time_to_target.cli import main
+
+main()
