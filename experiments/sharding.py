@@ -94,13 +94,25 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
-def check_batch_size(batch_size: int, mesh: Mesh) -> None:
+def check_batch_size(batch_size: int, mesh: Mesh, microbatches: int = 1) -> None:
+    """Each of `microbatches` equal microbatches must split evenly over the batch devices."""
     shards = math.prod(mesh.shape[a] for a in BATCH_AXES)
-    if batch_size % shards:
+    if microbatches < 1 or batch_size % microbatches:
         raise ValueError(
-            f"workload.batch_size={batch_size} must be divisible by the {shards} devices of "
-            f"the mesh axes {BATCH_AXES} (mesh {dict(mesh.shape)})"
+            f"workload.batch_size={batch_size} must be divisible by microbatches={microbatches}"
         )
+    if (batch_size // microbatches) % shards:
+        per = "" if microbatches == 1 else f"/ microbatches={microbatches} = "
+        raise ValueError(
+            f"workload.batch_size={batch_size} {per}"
+            f"{'' if microbatches == 1 else batch_size // microbatches} must be divisible by "
+            f"the {shards} devices of the mesh axes {BATCH_AXES} (mesh {dict(mesh.shape)})"
+        )
+
+
+def microbatch_sharding(mesh: Mesh) -> NamedSharding:
+    """[microbatch, example, ...]: every microbatch split over all devices, as a batch is."""
+    return NamedSharding(mesh, P(None, BATCH_AXES))
 
 
 def shard_batch(batch, mesh: Mesh):

@@ -104,7 +104,7 @@ def build(config: ml_collections.ConfigDict, devices=None) -> Program:
     """The workload, mesh, optimizer, schedule, shardings and jitted functions of `config`."""
     workload = workloads.make(config.workload)
     mesh = sharding.make_mesh(config.mesh.to_dict(), devices)
-    sharding.check_batch_size(workload.batch_size, mesh)
+    sharding.check_batch_size(workload.batch_size, mesh, config.microbatches)
     entry = optlib.registry.get(config.optimizer.name)
     entry.check_kwargs(config.optimizer.kwargs)
     schedule = build_schedule(config)
@@ -137,11 +137,17 @@ def build(config: ml_collections.ConfigDict, devices=None) -> Program:
         with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
             return _train_step(state, batch)
 
+    value_and_grad = accumulated_value_and_grad(
+        workload.loss, config.microbatches, sharding.microbatch_sharding(mesh)
+    )
+
     def _train_step(state, batch):
         params = state["params"]
-        loss_fn = lambda p: workload.loss(p, batch)
-        loss, grads = jax.value_and_grad(loss_fn)(params)
-        extra = entry.update_kwargs(loss=loss, grad_fn=jax.grad(loss_fn))
+        loss, grads = value_and_grad(params, batch)
+        # The whole batch's loss and gradient function, so SAM and MoMo take the same step
+        # with microbatches as without.
+        grad_fn = lambda p: value_and_grad(p, batch)[1]
+        extra = entry.update_kwargs(loss=loss, grad_fn=grad_fn)
         updates, opt_state = optimizer.update(grads, state["opt_state"], params, **extra)
         params = optax.apply_updates(params, updates)
         step_metrics = {
@@ -149,7 +155,7 @@ def build(config: ml_collections.ConfigDict, devices=None) -> Program:
             "grad_norm": optax.tree.norm(grads),
             "update_norm": optax.tree.norm(updates),
             "param_norm": optax.tree.norm(params),
-            "lr": jnp.asarray(schedule(state["step"]), jnp.float32),
+            "lr": jnp.asarray(entry.applied_lr(opt_state, schedule(state["step"])), jnp.float32),
         }
         new_state = {"step": state["step"] + 1, "params": params, "opt_state": opt_state}
         return new_state, step_metrics
@@ -177,6 +183,40 @@ def build(config: ml_collections.ConfigDict, devices=None) -> Program:
         step_fn=step_fn,
         eval_fn=jax.jit(eval_step, out_shardings=replicated),
     )
+
+
+def accumulated_value_and_grad(loss_fn, microbatches: int, microbatch_sharding=None):
+    """`(params, batch) -> (loss, grads)` of the whole batch, from `microbatches` pieces.
+
+    With k > 1 the batch is split into k equal microbatches, example i going to microbatch
+    i mod k (so each microbatch stays spread over every device when the batch is split over
+    them in blocks), and a `lax.scan` sums their losses and gradients (in float32 at least):
+    memory for one microbatch's activations and one gradient, and the mean of the k
+    microbatch means equals the whole batch's mean loss and gradient.
+    """
+    if microbatches == 1:
+        return jax.value_and_grad(loss_fn)
+
+    def split(x):
+        x = x.reshape(x.shape[0] // microbatches, microbatches, *x.shape[1:]).swapaxes(0, 1)
+        if microbatch_sharding is None:
+            return x
+        return jax.lax.with_sharding_constraint(x, microbatch_sharding)
+
+    def value_and_grad(params, batch):
+        def add(total, microbatch):
+            loss, grads = jax.value_and_grad(loss_fn)(params, microbatch)
+            return jax.tree.map(lambda t, x: t + x.astype(t.dtype), total, (loss, grads)), None
+
+        zeros = jax.tree.map(
+            lambda x: jnp.zeros(jnp.shape(x), jnp.promote_types(x.dtype, jnp.float32)),
+            (jnp.zeros((), jnp.float32), params),
+        )
+        (loss, grads), _ = jax.lax.scan(add, zeros, jax.tree.map(split, batch))
+        grads = jax.tree.map(lambda g, p: (g / microbatches).astype(p.dtype), grads, params)
+        return loss / microbatches, grads
+
+    return value_and_grad
 
 
 def train(

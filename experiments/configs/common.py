@@ -32,6 +32,9 @@ def base_config(workload: str) -> ml_collections.ConfigDict:
         }
     )
     config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})
+    # Gradient accumulation: the batch is split into this many microbatches whose gradients
+    # are averaged in one jitted step (the update equals that of the whole batch).
+    config.microbatches = 1
     config.log_every = 10
     config.eval_every = 100
     config.checkpoint = ml_collections.ConfigDict(
