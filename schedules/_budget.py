@@ -16,13 +16,11 @@ References:
   Goyal et al. 2017, "Accurate, Large Minibatch SGD" (arXiv 1706.02677).
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable, Sequence
 
 import jax.numpy as jnp
 
-from schedules._basic import _as_step, _float_dtype, _progress, _warmup_then_decay
+from schedules._common import _as_step, _float_dtype, _progress, _warmup_then_decay
 from schedules._validation import check_float, check_increasing_ints, check_int
 
 

@@ -13,29 +13,20 @@ References:
   phase. Hagele et al. 2024 (arXiv 2405.18392): cooldowns such as 1-sqrt.
 """
 
-from __future__ import annotations
-
 import numbers
 from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 
-from schedules._basic import _as_step, _check_decay_shape, _decay_value, _float_dtype, _phase
+from schedules._common import _as_step, _decay_value, _float_dtype, _phase, _shift
 from schedules._validation import (
     check_callable,
-    check_decay_end,
+    check_decay,
     check_float,
     check_increasing_ints,
     check_int,
 )
-
-
-def _shift(step, by: int):
-    """`max(step - by, 0)`; integer arithmetic for integer steps (no wrap for by >= 0)."""
-    if by >= 0:
-        return jnp.maximum(step, by) - by
-    return jnp.maximum(step + (-by), 0)
 
 
 def join(schedules: Sequence[Callable], boundaries: Sequence[int]) -> Callable:
@@ -191,9 +182,7 @@ def branch(
     base = check_callable(where, "base", base)
     at_step = check_int(where, "at_step", at_step, 0)
     decay_steps = check_int(where, "decay_steps", decay_steps, 1)
-    shape = _check_decay_shape(where, shape, "shape")
-    end_value = check_float(where, "end_value", end_value, 0.0)
-    check_decay_end(where, shape, end_value)
+    shape, end_value = check_decay(where, shape, end_value, shape_name="shape")
     try:  # the value to decay from, when the base can be evaluated concretely
         start_value = float(base(at_step))
     except (TypeError, jax.errors.JAXTypeError):

@@ -13,31 +13,24 @@ References:
   Singh et al. 2025, "Beyond Cosine Decay" (CoLLAs 2025, arXiv 2503.02844).
 """
 
-from __future__ import annotations
-
 import math
 from collections.abc import Callable, Sequence
 
 import jax.numpy as jnp
 
-from schedules._basic import (
-    _as_step,
-    _check_decay_shape,
-    _decay_value,
-    _float_dtype,
-    _phase,
-    _with_warmup,
-    cosine,
-)
+from schedules._basic import cosine
+from schedules._common import _as_step, _decay_value, _float_dtype, _phase, _with_warmup
 from schedules._compose import join
 from schedules._validation import (
     check_choice,
-    check_decay_end,
+    check_decay,
+    check_decay_shape,
     check_float,
     check_increasing_ints,
     check_int,
+    check_ints,
     check_le,
-    check_warmup,
+    check_peak_and_warmup,
 )
 
 
@@ -105,9 +98,8 @@ def infinite(
       Pre-training" (arXiv 2503.02844).
     """
     where = "infinite"
-    peak = check_float(where, "peak", peak, 0.0)
-    warmup_steps, init_value, warmup_shape = check_warmup(
-        where, warmup_steps, init_value, peak, warmup_shape
+    peak, warmup_steps, init_value, warmup_shape = check_peak_and_warmup(
+        where, peak, warmup_steps, init_value, warmup_shape
     )
     cooldown_steps = check_int(where, "cooldown_steps", cooldown_steps, 0)
     constant_value = check_float(where, "constant_value", constant_value, 0.0, peak)
@@ -118,7 +110,6 @@ def infinite(
         )
     cooldown_shape = check_choice(where, "cooldown_shape", cooldown_shape, ("cosine", "rsqrt"))
     alpha = check_float(where, "alpha", alpha, 0.0, open_min=True)
-    anneal_shape = _check_decay_shape(where, anneal_shape, "anneal_shape")
     plateau = warmup_steps + cooldown_steps
     if anneal_start is not None:
         anneal_start = check_int(where, "anneal_start", anneal_start, 0)
@@ -126,8 +117,11 @@ def infinite(
         anneal_steps = check_int(where, "anneal_steps", anneal_steps, 1)
         if end_value is None:
             end_value = 0.01 * peak
-        end_value = check_float(where, "end_value", end_value, 0.0, constant_value)
-        check_decay_end(where, anneal_shape, end_value)
+        anneal_shape, end_value = check_decay(
+            where, anneal_shape, end_value, constant_value, shape_name="anneal_shape"
+        )
+    else:
+        anneal_shape = check_decay_shape(where, anneal_shape, "anneal_shape")
     h1 = 1.0 / math.sqrt(1.0 + alpha) - 1.0
 
     def schedule(step):
@@ -198,11 +192,7 @@ def rewarm(
     """
     where = "rewarm"
     peak = check_float(where, "peak", peak, 0.0)
-    if isinstance(task_steps, (str, bytes)) or not isinstance(task_steps, Sequence):
-        raise ValueError(f"{where}: `task_steps` must be a non-empty sequence of integers >= 2")
-    tasks = tuple(check_int(where, f"task_steps[{j}]", v, 2) for j, v in enumerate(task_steps))
-    if not tasks:
-        raise ValueError(f"{where}: `task_steps` must be a non-empty sequence of integers >= 2")
+    tasks = check_ints(where, "task_steps", task_steps, 2)
     if end_value is None:
         end_value = 0.1 * peak
     end_value = check_float(where, "end_value", end_value, 0.0, peak)

@@ -10,16 +10,13 @@ References:
   Scheduler" (arXiv 2408.13359).
 """
 
-from __future__ import annotations
-
 import math
 from collections.abc import Callable
 
 import jax.numpy as jnp
 
-from schedules._basic import (
+from schedules._common import (
     _as_step,
-    _check_decay_shape,
     _decay_value,
     _elapsed,
     _float_dtype,
@@ -27,7 +24,13 @@ from schedules._basic import (
     _progress,
     _warmup_value,
 )
-from schedules._validation import check_decay_end, check_float, check_int, check_le
+from schedules._validation import (
+    check_decay_end,
+    check_decay_shape,
+    check_float,
+    check_int,
+    check_le,
+)
 
 
 def power(
@@ -91,7 +94,7 @@ def power(
     max_lr = check_float(where, "max_lr", max_lr, 0.0, open_min=True)
     warmup_steps = check_int(where, "warmup_steps", warmup_steps, 0)
     decay_steps = check_int(where, "decay_steps", decay_steps, 0)
-    decay_shape = _check_decay_shape(where, decay_shape)
+    decay_shape = check_decay_shape(where, decay_shape)
     end_value = check_float(where, "end_value", end_value, 0.0)
     if decay_steps > 0:
         if total_steps is None:

@@ -21,15 +21,13 @@ References:
   in facebookresearch/adaptive_scheduling.
 """
 
-from __future__ import annotations
-
 import math
 from collections.abc import Callable
 
 import jax.numpy as jnp
 import numpy as np
 
-from schedules._basic import _as_step, _float_dtype, _is_int
+from schedules._common import _as_step, _float_dtype, _is_int
 from schedules._validation import check_choice, check_float, check_int
 
 _KINDS = ("sgd", "adam")

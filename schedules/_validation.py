@@ -85,10 +85,10 @@ def check_callable(where: str, name: str, value: Any) -> Callable:
     return value
 
 
-def check_increasing_ints(
+def check_ints(
     where: str, name: str, values: Any, minimum: int = 0, allow_empty: bool = False
 ) -> tuple[int, ...]:
-    """Returns `values` as a tuple of ints, or raises unless strictly increasing and >= minimum."""
+    """Returns `values` as a tuple of ints, or raises unless a sequence of integers >= minimum."""
     if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
         try:
             values = list(values)
@@ -97,6 +97,14 @@ def check_increasing_ints(
     out = tuple(check_int(where, f"{name}[{i}]", v, minimum) for i, v in enumerate(values))
     if not out and not allow_empty:
         _fail(where, f"`{name}` must be a non-empty sequence of integers >= {minimum}, got []")
+    return out
+
+
+def check_increasing_ints(
+    where: str, name: str, values: Any, minimum: int = 0, allow_empty: bool = False
+) -> tuple[int, ...]:
+    """Returns `values` as a tuple of ints, or raises unless strictly increasing and >= minimum."""
+    out = check_ints(where, name, values, minimum, allow_empty)
     if any(b <= a for a, b in zip(out, out[1:], strict=False)):
         _fail(where, f"`{name}` must be strictly increasing, got {list(out)}")
     return out
@@ -108,16 +116,17 @@ def check_le(where: str, lhs_name: str, lhs: float, rhs_name: str, rhs: float) -
         _fail(where, f"`{lhs_name}` must be <= `{rhs_name}`, got {lhs!r} > {rhs!r}")
 
 
-def check_warmup(
-    where: str, warmup_steps: Any, init_value: Any, peak: float, warmup_shape: Any
-) -> tuple[int, float, str]:
-    """Validates the warm-up arguments that most factories share."""
+def check_peak_and_warmup(
+    where: str, peak: Any, warmup_steps: Any, init_value: Any, warmup_shape: Any
+) -> tuple[float, int, float, str]:
+    """Validates a peak and the warm-up towards it, the arguments most factories share."""
+    peak = check_float(where, "peak", peak, 0.0)
     warmup_steps = check_int(where, "warmup_steps", warmup_steps, 0)
     init_value = check_float(where, "init_value", init_value, 0.0, peak)
     warmup_shape = check_choice(where, "warmup_shape", warmup_shape, WARMUP_SHAPES)
     if warmup_shape == "exponential" and warmup_steps > 0 and init_value <= 0.0:
         _fail(where, f"`init_value` must be > 0 for warmup_shape='exponential', got {init_value!r}")
-    return warmup_steps, init_value, warmup_shape
+    return peak, warmup_steps, init_value, warmup_shape
 
 
 def check_decay_shape(where: str, shape: Any, name: str = "decay_shape") -> str:
@@ -134,3 +143,19 @@ def check_decay_end(where: str, shape: str, end_value: float, name: str = "end_v
             f"`{name}` must be > 0 for decay_shape={shape!r} (it decays geometrically or "
             f"inverse-proportionally towards it), got {end_value!r}",
         )
+
+
+def check_decay(
+    where: str,
+    shape: Any,
+    end_value: Any,
+    maximum: float | None = None,
+    *,
+    shape_name: str = "decay_shape",
+    end_name: str = "end_value",
+) -> tuple[str, float]:
+    """Validates a decay's shape and its floor in [0, maximum] (> 0 where the shape needs it)."""
+    shape = check_decay_shape(where, shape, shape_name)
+    end_value = check_float(where, end_name, end_value, 0.0, maximum)
+    check_decay_end(where, shape, end_value, end_name)
+    return shape, end_value

@@ -20,28 +20,20 @@ References:
   Hagele et al. 2024 (arXiv 2405.18392): the 1-sqrt cooldown.
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable, Sequence
 
 import jax.numpy as jnp
 
-from schedules._basic import (
-    _as_step,
-    _check_decay_shape,
-    _decay_value,
-    _is_int,
-    _phase,
-    _with_warmup,
-)
+from schedules._common import _as_step, _decay_value, _is_int, _phase, _with_warmup
 from schedules._validation import (
     check_choice,
-    check_decay_end,
+    check_decay,
     check_float,
     check_increasing_ints,
     check_int,
+    check_ints,
     check_le,
-    check_warmup,
+    check_peak_and_warmup,
 )
 
 
@@ -112,14 +104,11 @@ def wsd(
       Durations" (arXiv 2405.18392): the 1-sqrt cooldown.
     """
     where = "wsd"
-    peak = check_float(where, "peak", peak, 0.0)
-    total_steps = check_int(where, "total_steps", total_steps, 1)
-    decay_shape = _check_decay_shape(where, decay_shape)
-    end_value = check_float(where, "end_value", end_value, 0.0, peak)
-    check_decay_end(where, decay_shape, end_value)
-    warmup_steps, init_value, warmup_shape = check_warmup(
-        where, warmup_steps, init_value, peak, warmup_shape
+    peak, warmup_steps, init_value, warmup_shape = check_peak_and_warmup(
+        where, peak, warmup_steps, init_value, warmup_shape
     )
+    total_steps = check_int(where, "total_steps", total_steps, 1)
+    decay_shape, end_value = check_decay(where, decay_shape, end_value, peak)
     d = _resolve_decay_steps(where, total_steps, decay_steps, decay_fraction)
     check_le(where, "warmup_steps + decay_steps", warmup_steps + d, "total_steps", total_steps)
     decay_start = total_steps - d
@@ -194,22 +183,17 @@ def wsd_s(
       A River Valley Loss Landscape Perspective" (ICLR 2025, arXiv 2410.05192).
     """
     where = "wsd_s"
-    peak = check_float(where, "peak", peak, 0.0)
+    peak, warmup_steps, init_value, warmup_shape = check_peak_and_warmup(
+        where, peak, warmup_steps, init_value, warmup_shape
+    )
     checkpoints = check_increasing_ints(where, "checkpoints", checkpoints, 1)
     decay_of = check_choice(where, "decay_of", decay_of, ("cycle", "cumulative"))
-    decay_shape = _check_decay_shape(where, decay_shape)
-    end_value = check_float(where, "end_value", end_value, 0.0, peak)
-    check_decay_end(where, decay_shape, end_value)
-    warmup_steps, init_value, warmup_shape = check_warmup(
-        where, warmup_steps, init_value, peak, warmup_shape
-    )
+    decay_shape, end_value = check_decay(where, decay_shape, end_value, peak)
     n = len(checkpoints)
     previous = (0,) + checkpoints[:-1]
     if decay_steps is not None:
         if isinstance(decay_steps, Sequence):
-            lengths = tuple(
-                check_int(where, f"decay_steps[{j}]", v, 1) for j, v in enumerate(decay_steps)
-            )
+            lengths = check_ints(where, "decay_steps", decay_steps, 1, allow_empty=True)
             if len(lengths) != n:
                 raise ValueError(
                     f"{where}: `decay_steps` must be one int or one int per checkpoint "
