@@ -3,11 +3,19 @@
 Conventions shared by every schedule in this package:
 
 * A schedule is a pure function of the absolute, 0-based update count `t` (what optax passes
-  as `count`); it accepts Python ints, integer arrays (int32 from optax) and float arrays, and
-  works elementwise on arrays of steps.
+  as `count`); it accepts Python ints, integer arrays (int32 from optax; uint32, or int64
+  under x64) and float arrays, and works elementwise on arrays of steps.
 * It returns the default float dtype (float32, or float64 when x64 is enabled).
-* Integer steps are compared with phase boundaries and reduced to "steps into the phase" in
-  integer arithmetic before any cast to float, so steps past 2**24 land in the right phase.
+* Integer steps are compared with phase boundaries and reduced to "steps into the phase" and
+  "steps left" in the step's own integer type before any cast to float, so steps past 2**24
+  land in the right phase. Boundaries may lie beyond what the step type holds (2**31 and up
+  for int32): such a boundary is never reached, and a phase that ends there counts its steps
+  left exactly. A Python int step past int32 is taken as uint32 where it fits, else as a
+  float. `stretch` alone calls its schedule with a float step.
+* Hyperparameters that set values (peaks, floors, shape parameters) may be jax arrays or
+  tracers, so a learning-rate sweep can `jax.vmap` over the factory; concrete ones are checked
+  (finite in the default float dtype: 1e39 is rejected in float32). Step counts, and the
+  fractions that set them, must be concrete.
 * Warm-ups are 0-based: the value is `init_value` at t = 0 and reaches the peak at t = W. The
   `(t + 1) / W` convention of the schedule-free code is `schedules.offset(s, -1)`.
 * Decays over D steps reach `end_value` at the end of the window (t = start + D) and stay there.

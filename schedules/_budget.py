@@ -20,7 +20,13 @@ from collections.abc import Callable, Sequence
 
 import jax.numpy as jnp
 
-from schedules._common import _as_step, _float_dtype, _progress, _warmup_then_decay
+from schedules._common import (
+    _as_step,
+    _at_or_after,
+    _float_dtype,
+    _progress,
+    _warmup_then_decay,
+)
 from schedules._validation import check_float, check_increasing_ints, check_int
 
 
@@ -181,7 +187,7 @@ def linear_scaling(
         else:
             value = jnp.full(step.shape, target, _float_dtype())
         for b in boundaries:
-            value = jnp.where(step >= b, value * decay_factor, value)
+            value = jnp.where(_at_or_after(step, b), value * decay_factor, value)
         return value
 
     return schedule

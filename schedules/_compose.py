@@ -19,7 +19,14 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from schedules._common import _as_step, _decay_value, _float_dtype, _phase, _shift
+from schedules._common import (
+    _as_step,
+    _at_or_after,
+    _decay_value,
+    _float_dtype,
+    _phase,
+    _shift,
+)
 from schedules._validation import (
     check_callable,
     check_decay,
@@ -70,7 +77,7 @@ def join(schedules: Sequence[Callable], boundaries: Sequence[int]) -> Callable:
         value = jnp.asarray(schedules[0](step), _float_dtype())
         for fn, b in zip(schedules[1:], boundaries, strict=True):
             piece = jnp.asarray(fn(_shift(step, b)), _float_dtype())
-            value = jnp.where(step >= b, piece, value)
+            value = jnp.where(_at_or_after(step, b), piece, value)
         return value
 
     return schedule
@@ -200,6 +207,6 @@ def branch(
         p, q = _phase(step, at_step, decay_steps)
         decayed = _decay_value(p, q, start, end_value, shape)
         before = jnp.asarray(base(step), dtype)
-        return jnp.where(step >= at_step, decayed, before)
+        return jnp.where(_at_or_after(step, at_step), decayed, before)
 
     return schedule

@@ -13,13 +13,22 @@ References:
   Singh et al. 2025, "Beyond Cosine Decay" (CoLLAs 2025, arXiv 2503.02844).
 """
 
-import math
 from collections.abc import Callable, Sequence
 
 import jax.numpy as jnp
 
 from schedules._basic import cosine
-from schedules._common import _as_step, _decay_value, _float_dtype, _phase, _with_warmup
+from schedules._common import (
+    _as_step,
+    _at_or_after,
+    _before,
+    _decay_value,
+    _float_dtype,
+    _known,
+    _phase,
+    _sqrt,
+    _with_warmup,
+)
 from schedules._compose import join
 from schedules._validation import (
     check_choice,
@@ -103,7 +112,7 @@ def infinite(
     )
     cooldown_steps = check_int(where, "cooldown_steps", cooldown_steps, 0)
     constant_value = check_float(where, "constant_value", constant_value, 0.0, peak)
-    if cooldown_steps == 0 and constant_value != peak:
+    if cooldown_steps == 0 and _known(constant_value, peak) and constant_value != peak:
         raise ValueError(
             f"{where}: `cooldown_steps` must be >= 1 when constant_value < peak (the cool-down "
             f"goes from peak to constant_value), got 0"
@@ -122,7 +131,7 @@ def infinite(
         )
     else:
         anneal_shape = check_decay_shape(where, anneal_shape, "anneal_shape")
-    h1 = 1.0 / math.sqrt(1.0 + alpha) - 1.0
+    h1 = 1.0 / _sqrt(1.0 + alpha) - 1.0
 
     def schedule(step):
         step = _as_step(step)
@@ -136,12 +145,12 @@ def infinite(
                 else:
                     h = 1.0 / jnp.sqrt(1.0 + alpha * p) - 1.0
                     cool = peak + (constant_value - peak) * (h / h1)
-                    cool = jnp.where(p >= 1.0, constant_value, cool)
-                value = jnp.where(s < plateau, cool, value)
+                    cool = jnp.where(q <= 0.0, constant_value, cool)
+                value = jnp.where(_before(s, plateau), cool, value)
             if anneal_start is not None:
                 p, q = _phase(s, anneal_start, anneal_steps)
                 annealed = _decay_value(p, q, constant_value, end_value, anneal_shape)
-                value = jnp.where(s >= anneal_start, annealed, value)
+                value = jnp.where(_at_or_after(s, anneal_start), annealed, value)
             return value
 
         return _with_warmup(step, warmup_steps, init_value, peak, warmup_shape, after)
@@ -205,7 +214,14 @@ def rewarm(
         warmups = (warmup_steps,) * len(tasks)
     else:
         f = check_float(
-            where, "warmup_fraction", warmup_fraction, 0.0, 1.0, open_min=True, open_max=True
+            where,
+            "warmup_fraction",
+            warmup_fraction,
+            0.0,
+            1.0,
+            open_min=True,
+            open_max=True,
+            static=True,
         )
         warmups = tuple(min(max(1, round(f * length)), length - 1) for length in tasks)
     pieces = [

@@ -17,9 +17,14 @@ import jax.numpy as jnp
 
 from schedules._common import (
     _as_step,
+    _at_or_after,
+    _before,
     _decay_value,
     _elapsed,
+    _exp,
     _float_dtype,
+    _log,
+    _min,
     _phase,
     _progress,
     _warmup_value,
@@ -111,12 +116,12 @@ def power(
     elif total_steps is not None:
         total_steps = check_int(where, "total_steps", total_steps, 1)
     tokens_per_step = batch_size * seq_len
-    log_scale = math.log(batch_size) + math.log(a)
+    log_scale = math.log(batch_size) + _log(a)
 
     def eta_static(t: int) -> float:
         if t <= 0:
             return max_lr
-        return min(max_lr, math.exp(log_scale + b * math.log(t * tokens_per_step)))
+        return _min(max_lr, _exp(log_scale + b * math.log(t * tokens_per_step)))
 
     warmup_target = eta_static(warmup_steps)
     if decay_steps > 0:
@@ -134,10 +139,10 @@ def power(
         if decay_steps > 0:
             p, q = _phase(step, decay_start, decay_steps)
             decayed = _decay_value(p, q, decay_from, end_value, decay_shape)
-            value = jnp.where(step >= decay_start, decayed, value)
+            value = jnp.where(_at_or_after(step, decay_start), decayed, value)
         if warmup_steps > 0:
             ramp = _warmup_value(_progress(step, 0, warmup_steps), 0.0, warmup_target, "linear")
-            value = jnp.where(step < warmup_steps, ramp, value)
+            value = jnp.where(_before(step, warmup_steps), ramp, value)
         return value
 
     return schedule

@@ -24,7 +24,15 @@ from collections.abc import Callable, Sequence
 
 import jax.numpy as jnp
 
-from schedules._common import _as_step, _decay_value, _is_int, _phase, _with_warmup
+from schedules._common import (
+    _as_step,
+    _at_or_after,
+    _decay_value,
+    _int_range,
+    _is_int,
+    _phase,
+    _with_warmup,
+)
 from schedules._validation import (
     check_choice,
     check_decay,
@@ -47,7 +55,9 @@ def _resolve_decay_steps(where: str, total: int, decay_steps, decay_fraction) ->
         return check_int(where, "decay_steps", decay_steps, 1)
     if decay_fraction is None:
         decay_fraction = 0.1
-    decay_fraction = check_float(where, "decay_fraction", decay_fraction, 0.0, 1.0, open_min=True)
+    decay_fraction = check_float(
+        where, "decay_fraction", decay_fraction, 0.0, 1.0, open_min=True, static=True
+    )
     return max(1, round(decay_fraction * total))
 
 
@@ -203,7 +213,9 @@ def wsd_s(
             lengths = (check_int(where, "decay_steps", decay_steps, 1),) * n
         name = "decay_steps"
     else:
-        f = check_float(where, "decay_fraction", decay_fraction, 0.0, 1.0, open_min=True)
+        f = check_float(
+            where, "decay_fraction", decay_fraction, 0.0, 1.0, open_min=True, static=True
+        )
         spans = [c - c0 for c, c0 in zip(checkpoints, previous, strict=True)]
         if decay_of == "cumulative":
             spans = list(checkpoints)
@@ -221,17 +233,19 @@ def wsd_s(
 
     def schedule(step):
         step = _as_step(step)
-        ints = step.dtype if _is_int(step) else jnp.int32
-        c_arr = jnp.asarray(checkpoints, ints)
-        s_arr = jnp.asarray(starts, ints)
-        d_arr = jnp.asarray(lengths, ints)
-        # Index of the cycle the step is in: the number of checkpoints <= step.
-        j = jnp.sum(step[..., None] >= c_arr.astype(step.dtype), axis=-1)
+        # Index of the cycle the step is in: the number of checkpoints <= step (an integer
+        # step never reaches a checkpoint its dtype cannot hold).
+        reachable = checkpoints
+        if _is_int(step):
+            reachable = tuple(c for c in checkpoints if c <= _int_range(step)[1])
+        j = jnp.zeros(step.shape, jnp.int32)
+        if reachable:
+            table = jnp.asarray(reachable, step.dtype)
+            j = jnp.sum(step[..., None] >= table, axis=-1, dtype=jnp.int32)
         jc = jnp.minimum(j, n - 1)
-        start = s_arr[jc]
-        p, q = _phase(step, start.astype(step.dtype), d_arr[jc])
+        p, q = _phase(step, starts, lengths, index=jc)
         decayed = _decay_value(p, q, peak, end_value, decay_shape)
-        value = jnp.where(step >= start.astype(step.dtype), decayed, peak)
+        value = jnp.where(_at_or_after(step, starts, index=jc), decayed, peak)
         value = jnp.where(j >= n, end_value, value)
 
         def after(_):
