@@ -151,7 +151,7 @@ class Checkpointer:
         for step in reversed(self.steps()):
             try:
                 state = self.restore(step, abstract_state, params_only)
-            except Exception as err:  # noqa: BLE001 - whatever the cause, it does not restore
+            except Exception as err:  # whatever the cause, it does not restore
                 failures.append({"step": step, "error": _describe(err)})
                 continue
             for record in failures:
@@ -238,7 +238,7 @@ def restore_or_init(
         parent = Checkpointer(fork_parent, read_only=True)
         try:
             state = parent.restore(fork_step, abstract_state)
-        except Exception as err:  # noqa: BLE001 - name the checkpoint whatever the error
+        except Exception as err:  # name the checkpoint whatever the error
             if fork_step not in parent.steps():
                 raise  # a ValueError that lists the steps the parent has
             raise CheckpointRestoreError(
