@@ -35,6 +35,7 @@ References:
 from collections.abc import Callable
 
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from schedules._common import (
     _as_step,
@@ -47,7 +48,7 @@ from schedules._common import (
 from schedules._validation import check_float, check_peak_and_warmup
 
 
-def constant(value: float) -> Callable:
+def constant(value: ArrayLike) -> Callable:
     """A constant learning rate.
 
     `s(t) = value` for every step.
@@ -77,9 +78,9 @@ def constant(value: float) -> Callable:
 
 
 def warmup(
-    peak: float,
+    peak: ArrayLike,
     warmup_steps: int,
-    init_value: float = 0.0,
+    init_value: ArrayLike = 0.0,
     shape: str = "linear",
 ) -> Callable:
     """A warm-up from `init_value` to `peak` over `warmup_steps` steps, then constant.
@@ -125,11 +126,11 @@ def warmup(
 
 
 def linear_decay(
-    peak: float,
+    peak: ArrayLike,
     total_steps: int,
-    end_value: float = 0.0,
+    end_value: ArrayLike = 0.0,
     warmup_steps: int = 0,
-    init_value: float = 0.0,
+    init_value: ArrayLike = 0.0,
     warmup_shape: str = "linear",
 ) -> Callable:
     """Warm-up, then linear decay from `peak` to `end_value` at step `total_steps`.
@@ -172,11 +173,11 @@ def linear_decay(
 
 
 def cosine(
-    peak: float,
+    peak: ArrayLike,
     total_steps: int,
-    end_value: float = 0.0,
+    end_value: ArrayLike = 0.0,
     warmup_steps: int = 0,
-    init_value: float = 0.0,
+    init_value: ArrayLike = 0.0,
     warmup_shape: str = "linear",
 ) -> Callable:
     """Warm-up, then cosine decay from `peak` to `end_value` at step `total_steps`.
@@ -218,12 +219,12 @@ def cosine(
 
 
 def polynomial(
-    peak: float,
+    peak: ArrayLike,
     total_steps: int,
-    power: float = 2.0,
-    end_value: float = 0.0,
+    power: ArrayLike = 2.0,
+    end_value: ArrayLike = 0.0,
     warmup_steps: int = 0,
-    init_value: float = 0.0,
+    init_value: ArrayLike = 0.0,
     warmup_shape: str = "linear",
 ) -> Callable:
     """Warm-up, then polynomial decay `end + (peak - end)(1 - p)^power`.
@@ -271,10 +272,10 @@ def polynomial(
 
 
 def rsqrt(
-    peak: float,
+    peak: ArrayLike,
     warmup_steps: int = 0,
-    timescale: float | None = None,
-    init_value: float = 0.0,
+    timescale: ArrayLike | None = None,
+    init_value: ArrayLike = 0.0,
     warmup_shape: str = "linear",
 ) -> Callable:
     """Warm-up, then inverse-square-root decay (no horizon).
@@ -326,11 +327,11 @@ def rsqrt(
 
 
 def exponential(
-    peak: float,
-    half_life: float,
-    end_value: float = 0.0,
+    peak: ArrayLike,
+    half_life: ArrayLike,
+    end_value: ArrayLike = 0.0,
     warmup_steps: int = 0,
-    init_value: float = 0.0,
+    init_value: ArrayLike = 0.0,
     warmup_shape: str = "linear",
 ) -> Callable:
     """Warm-up, then exponential decay with a half-life, towards `end_value` (no horizon).

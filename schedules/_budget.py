@@ -19,6 +19,7 @@ References:
 from collections.abc import Callable, Sequence
 
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from schedules._common import (
     _as_step,
@@ -31,12 +32,12 @@ from schedules._validation import check_float, check_increasing_ints, check_int
 
 
 def rex(
-    peak: float,
+    peak: ArrayLike,
     total_steps: int,
-    end_value: float = 0.0,
-    alpha: float = 0.5,
+    end_value: ArrayLike = 0.0,
+    alpha: ArrayLike = 0.5,
     warmup_steps: int = 0,
-    init_value: float = 0.0,
+    init_value: ArrayLike = 0.0,
     warmup_shape: str = "linear",
 ) -> Callable:
     """REX: the "reflected exponential" budgeted decay, per iteration.
@@ -81,12 +82,12 @@ def rex(
 
 
 def uba(
-    peak: float,
+    peak: ArrayLike,
     total_steps: int,
-    phi: float,
-    end_value: float = 0.0,
+    phi: ArrayLike,
+    end_value: ArrayLike = 0.0,
     warmup_steps: int = 0,
-    init_value: float = 0.0,
+    init_value: ArrayLike = 0.0,
     warmup_shape: str = "linear",
 ) -> Callable:
     """UBA: the unified budget-aware schedule with one shape parameter phi.
@@ -132,12 +133,12 @@ def uba(
 
 
 def linear_scaling(
-    base_lr: float,
+    base_lr: ArrayLike,
     batch_size: int,
     base_batch_size: int = 256,
     warmup_steps: int = 0,
     decay_boundaries: Sequence[int] = (),
-    decay_factor: float = 0.1,
+    decay_factor: ArrayLike = 0.1,
 ) -> Callable:
     """The linear scaling rule with gradual warm-up, then step decay.
 

@@ -18,12 +18,14 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from schedules._common import (
     _as_step,
     _at_or_after,
     _decay_value,
     _float_dtype,
+    _known,
     _phase,
     _shift,
 )
@@ -154,7 +156,7 @@ def branch(
     at_step: int,
     decay_steps: int,
     shape: str = "linear",
-    end_value: float = 0.0,
+    end_value: ArrayLike = 0.0,
 ) -> Callable:
     """Follows `base` until step k, then decays from `base(k)` to `end_value` over D steps.
 
@@ -194,7 +196,7 @@ def branch(
         start_value = float(base(at_step))
     except (TypeError, jax.errors.JAXTypeError):
         start_value = None
-    if start_value is not None and end_value > start_value:
+    if start_value is not None and _known(end_value) and end_value > start_value:
         raise ValueError(
             f"{where}: `end_value` must be <= base(at_step) = {start_value!r} (a decay), "
             f"got {end_value!r}"

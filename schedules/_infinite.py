@@ -16,6 +16,7 @@ References:
 from collections.abc import Callable, Sequence
 
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from schedules._basic import cosine
 from schedules._common import (
@@ -44,17 +45,17 @@ from schedules._validation import (
 
 
 def infinite(
-    peak: float,
+    peak: ArrayLike,
     warmup_steps: int,
     cooldown_steps: int,
-    constant_value: float,
+    constant_value: ArrayLike,
     anneal_start: int | None = None,
     anneal_steps: int = 0,
-    end_value: float | None = None,
+    end_value: ArrayLike | None = None,
     cooldown_shape: str = "cosine",
-    alpha: float = 10.0,
+    alpha: ArrayLike = 10.0,
     anneal_shape: str = "exponential",
-    init_value: float = 0.0,
+    init_value: ArrayLike = 0.0,
     warmup_shape: str = "linear",
 ) -> Callable:
     """The infinite schedule: warm-up, cool-down, a constant plateau, and an optional anneal.
@@ -159,12 +160,12 @@ def infinite(
 
 
 def rewarm(
-    peak: float,
+    peak: ArrayLike,
     task_steps: Sequence[int],
-    end_value: float | None = None,
+    end_value: ArrayLike | None = None,
     warmup_fraction: float = 0.01,
     warmup_steps: int | None = None,
-    init_value: float | None = None,
+    init_value: ArrayLike | None = None,
 ) -> Callable:
     """Re-warm and re-decay for continual pre-training: a warm-up-cosine cycle per dataset.
 

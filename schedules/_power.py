@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable
 
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from schedules._common import (
     _as_step,
@@ -41,14 +42,14 @@ from schedules._validation import (
 def power(
     batch_size: int,
     seq_len: int,
-    a: float = 4.6,
-    b: float = -0.51,
-    max_lr: float = 0.02,
+    a: ArrayLike = 4.6,
+    b: ArrayLike = -0.51,
+    max_lr: ArrayLike = 0.02,
     warmup_steps: int = 0,
     total_steps: int | None = None,
     decay_steps: int = 0,
     decay_shape: str = "linear",
-    end_value: float = 0.0,
+    end_value: ArrayLike = 0.0,
 ) -> Callable:
     """The Power scheduler: `min(max_lr, batch_size * a * n^b)` in the tokens seen n.
 

@@ -26,6 +26,7 @@ from collections.abc import Callable
 
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from schedules._common import _as_step, _const, _float_dtype, _is_int, _known
 from schedules._validation import check_choice, check_float, check_int
@@ -146,7 +147,7 @@ def refined(
     grad_norms,
     kind: str = "sgd",
     smoothing: float = 0.1,
-    peak: float = 1.0,
+    peak: ArrayLike = 1.0,
     total_steps: int | None = None,
     resolution: int | None = None,
 ) -> Callable:

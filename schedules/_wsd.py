@@ -23,6 +23,7 @@ References:
 from collections.abc import Callable, Sequence
 
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from schedules._common import (
     _as_step,
@@ -62,14 +63,14 @@ def _resolve_decay_steps(where: str, total: int, decay_steps, decay_fraction) ->
 
 
 def wsd(
-    peak: float,
+    peak: ArrayLike,
     total_steps: int,
     warmup_steps: int = 0,
     decay_steps: int | None = None,
     decay_fraction: float | None = None,
     decay_shape: str = "linear",
-    end_value: float = 0.0,
-    init_value: float = 0.0,
+    end_value: ArrayLike = 0.0,
+    init_value: ArrayLike = 0.0,
     warmup_shape: str = "linear",
 ) -> Callable:
     """Warmup-stable-decay: warm-up, a constant stretch at `peak`, then a decay window.
@@ -136,15 +137,15 @@ def wsd(
 
 
 def wsd_s(
-    peak: float,
+    peak: ArrayLike,
     checkpoints: Sequence[int],
     warmup_steps: int = 0,
     decay_fraction: float = 0.1,
     decay_steps: int | Sequence[int] | None = None,
     decay_of: str = "cycle",
     decay_shape: str = "linear",
-    end_value: float = 0.0,
-    init_value: float = 0.0,
+    end_value: ArrayLike = 0.0,
+    init_value: ArrayLike = 0.0,
     warmup_shape: str = "linear",
 ) -> Callable:
     """WSD-S: WSD whose decays are kept, training resumes from each decayed checkpoint.

@@ -314,3 +314,15 @@ def test_traced_hyperparameters_under_jit():
     lr = jax.jit(lambda p, t: schedules.wsd(p, 100, 10, decay_steps=20)(t))
     assert float(lr(0.5, 90)) == pytest.approx(0.25)
     assert float(lr(jnp.asarray(0.5, jnp.bfloat16), 5)) == pytest.approx(0.25)
+
+
+def test_traced_values_in_the_families_outside_the_registry():
+    pair = jnp.array([0.1, 0.5])
+    got = jax.vmap(lambda e: schedules.branch(schedules.constant(1.0), 10, 10, end_value=e)(15))
+    np.testing.assert_allclose(got(pair), [0.55, 0.75], rtol=1e-6)
+    got = jax.vmap(lambda p: schedules.refined([1.0, 1.0, 1.0], peak=p)(1))
+    np.testing.assert_allclose(got(pair), [0.05, 0.25], rtol=1e-6)
+    got = jax.vmap(
+        lambda p: schedules.linear_scaling(p, 512, decay_boundaries=[20], decay_factor=p)(25)
+    )
+    np.testing.assert_allclose(got(pair), [0.02, 0.5], rtol=1e-6)
