@@ -39,9 +39,9 @@ from jax.typing import ArrayLike
 
 from schedules._common import (
     _as_step,
-    _decay_value,
     _elapsed,
     _float_dtype,
+    _shaped_decay,
     _warmup_then_decay,
     _with_warmup,
 )
@@ -160,16 +160,8 @@ def linear_decay(
       Defazio, Cutkosky, Mehta, Mishchenko 2023, "When, Why and How Much? Adaptive Learning
       Rate Scheduling by Refinement" (arXiv 2310.07831).
     """
-    return _warmup_then_decay(
-        "linear_decay",
-        peak,
-        total_steps,
-        end_value,
-        warmup_steps,
-        init_value,
-        warmup_shape,
-        lambda p, q, a, b: _decay_value(p, q, a, b, "linear"),
-    )
+    args = (peak, total_steps, end_value, warmup_steps, init_value, warmup_shape)
+    return _warmup_then_decay("linear_decay", _shaped_decay("linear"), *args)
 
 
 def cosine(
@@ -206,16 +198,8 @@ def cosine(
       Loshchilov and Hutter 2017, "SGDR: Stochastic Gradient Descent with Warm Restarts"
       (arXiv 1608.03983).
     """
-    return _warmup_then_decay(
-        "cosine",
-        peak,
-        total_steps,
-        end_value,
-        warmup_steps,
-        init_value,
-        warmup_shape,
-        lambda p, q, a, b: _decay_value(p, q, a, b, "cosine"),
-    )
+    args = (peak, total_steps, end_value, warmup_steps, init_value, warmup_shape)
+    return _warmup_then_decay("cosine", _shaped_decay("cosine"), *args)
 
 
 def polynomial(
@@ -259,16 +243,8 @@ def polynomial(
     def decay_value(p, q, start, end):
         return end + (start - end) * jnp.power(q, power)
 
-    return _warmup_then_decay(
-        "polynomial",
-        peak,
-        total_steps,
-        end_value,
-        warmup_steps,
-        init_value,
-        warmup_shape,
-        decay_value,
-    )
+    args = (peak, total_steps, end_value, warmup_steps, init_value, warmup_shape)
+    return _warmup_then_decay("polynomial", decay_value, *args)
 
 
 def rsqrt(

@@ -76,9 +76,8 @@ def rex(
         s = q / (1.0 - alpha + alpha * q)  # (1 - p) / (1 - alpha p)
         return jnp.clip(end + (start - end) * s, end, start)
 
-    return _warmup_then_decay(
-        "rex", peak, total_steps, end_value, warmup_steps, init_value, warmup_shape, decay_value
-    )
+    args = (peak, total_steps, end_value, warmup_steps, init_value, warmup_shape)
+    return _warmup_then_decay("rex", decay_value, *args)
 
 
 def uba(
@@ -127,9 +126,8 @@ def uba(
         s = 2.0 * c / (2.0 * phi + (2.0 - phi) * c)
         return jnp.clip(end + (start - end) * s, end, start)
 
-    return _warmup_then_decay(
-        "uba", peak, total_steps, end_value, warmup_steps, init_value, warmup_shape, decay_value
-    )
+    args = (peak, total_steps, end_value, warmup_steps, init_value, warmup_shape)
+    return _warmup_then_decay("uba", decay_value, *args)
 
 
 def linear_scaling(

@@ -251,17 +251,18 @@ def _with_warmup(step, warmup_steps: int, init: float, peak: float, shape: str, 
     return jnp.where(_before(step, warmup_steps), _warmup_value(p, init, peak, shape), value)
 
 
+def _shaped_decay(shape: str) -> Callable:
+    """`decay_value(p, q, start, end)` for one of the decay shapes of `_decay_value`."""
+    return lambda p, q, start, end: _decay_value(p, q, start, end, shape)
+
+
 def _warmup_then_decay(
-    where: str,
-    peak,
-    total_steps,
-    end_value,
-    warmup_steps,
-    init_value,
-    warmup_shape,
-    decay_value: Callable,
+    where, decay_value, peak, total_steps, end_value, warmup_steps, init_value, warmup_shape
 ) -> Callable:
-    """Validates the common arguments; returns warm-up then `decay_value(p, q, peak, end)`."""
+    """Validates the common arguments; returns warm-up then `decay_value(p, q, peak, end)`.
+
+    The arguments after `decay_value` are those of `schedules.cosine`, in its order.
+    """
     peak, warmup_steps, init_value, warmup_shape = check_peak_and_warmup(
         where, peak, warmup_steps, init_value, warmup_shape
     )
