@@ -1,4 +1,7 @@
-"""The golden-trajectory harness: replays the authors' reference runs (ALGORITHMS.md §13).
+"""Golden data in one place: the files under tests/testdata/ and the trajectory harness.
+
+Every test reads reference data through `load(name)` (the files are copied from
+../shared/reference/, produced by the authors' own code; `make golden` regenerates them).
 
 `tests/testdata/golden_*.json` hold, per step k = 1, 2, ..., the loss before the step and both
 parameter leaves after it, produced by running the authors' own implementations in float64.

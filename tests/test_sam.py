@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -160,8 +158,7 @@ def _toy_run(rho):
 
 
 def test_sam_toy_sgd_sharp_sam_flat(x64):
-    with open(golden.TESTDATA / "sam_toy.json") as f:
-        recorded = json.load(f)
+    recorded = golden.load("sam_toy.json")
     sgd = np.asarray(_toy_run(0.0))
     np.testing.assert_allclose(sgd[-1], recorded["SGD"]["final_params"], atol=1e-3)
     assert abs(sgd[-1, 0]) < 0.2  # the sharp minimum at the origin

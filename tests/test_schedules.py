@@ -9,7 +9,6 @@ table of schedules whose jitted versions are built once.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import re
 from pathlib import Path
@@ -24,14 +23,14 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import schedules
+from tests import golden
 
-TESTDATA = Path(__file__).parent / "testdata"
-GOLDEN = json.loads((TESTDATA / "golden_refinement.json").read_text())
+GOLDEN = golden.load("golden_refinement.json")
 # The authors' recorded norm sequences (facebookresearch/adaptive_scheduling @ 76a4288,
 # norm_sequences_l1/*.csv). Only rcnn_gnorm.csv (187 KB) is vendored; vit, roberta and
 # imagenet (1.7-3.5 MB each) are not, and their golden rows skip unless copied here (see the
 # README there).
-NORM_SEQUENCES = TESTDATA / "refinement_norms"
+NORM_SEQUENCES = golden.TESTDATA / "refinement_norms"
 
 GRID = jnp.arange(512, dtype=jnp.int32)  # every property test evaluates on this grid
 _POSITIVE_FLOOR = ("exponential", "inverse-proportional")  # shapes that need end_value > 0

@@ -1,8 +1,6 @@
 """optlib.spectral: spectra, worst-case weights over the permutahedron, penalised spectral risk."""
 
 import itertools
-import json
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -14,8 +12,9 @@ from hypothesis import strategies as st
 import optlib
 from optlib import spectral
 from optlib._spectral import weight_at_rank
+from tests import golden
 
-GOLDEN = json.loads((pathlib.Path(__file__).parent / "testdata/golden_prospect.json").read_text())
+GOLDEN = golden.load("golden_prospect.json")
 
 SPECTRA = {
     "cvar_q0.5": lambda n: spectral.cvar(n, 0.5),
