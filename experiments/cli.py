@@ -129,10 +129,11 @@ def quiet_logs(argv: Sequence[str]) -> None:
 def run_reporting_errors(fn: Callable[[], object]) -> object:
     """Runs `fn`; a config error, NaN loss or Ctrl-C becomes one line on stderr and an exit code.
 
-    Exit codes: 2 for a bad config (ValueError), 1 for a NaN loss, 130 for Ctrl-C. With
+    Exit codes: 2 for a bad config (ValueError), 1 for a NaN loss or checkpoints that do not
+    restore, 130 for Ctrl-C. With
     `EXPERIMENTS_TRACEBACK=1` in the environment errors propagate with their traceback.
     """
-    from experiments import train
+    from experiments import checkpointing, train
 
     if os.environ.get("EXPERIMENTS_TRACEBACK"):
         return fn()
@@ -144,7 +145,7 @@ def run_reporting_errors(fn: Callable[[], object]) -> object:
     except KeyboardInterrupt:
         print("stopped before training started (Ctrl-C)", file=sys.stderr)
         raise SystemExit(130) from None
-    except train.NonFiniteLossError as e:
+    except (train.NonFiniteLossError, checkpointing.CheckpointRestoreError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
     except ValueError as e:
