@@ -196,7 +196,7 @@ def main(argv=None) -> int:
         )
         for r in rows
     ]
-    widths = [max(len(h), *(len(t[i]) for t in table)) for i, h in enumerate(headers)]
+    widths = [max([len(h), *(len(t[i]) for t in table)]) for i, h in enumerate(headers)]
     line = "  ".join(f"{{:<{w}}}" for w in widths)
     print(line.format(*headers))
     print(line.format(*("-" * w for w in widths)))

@@ -13,11 +13,10 @@ runs are float64 (`torch.set_default_dtype(torch.float64)`, as the original runs
 PyPI packages `dog-optimizer`, `momo-opt`, `schedulefree` and `pytorch-optimizer` cover
 golden_optimizers, golden_momo_fstar, golden_dog_logreg, sam_toy and the LARS row of
 golden_layerwise; the TVLARS row, golden_prospect and golden_refinement need repository
-checkouts (below). The LAMB row of golden_layerwise is never regenerated: it came from a
-line-by-line numpy port of TF-Addons' `lamb.py` that was not kept, and rewriting such a port
-here would be a fresh implementation that proves nothing. TF-Addons itself
-(tensorflow-addons, end of life) would be the honest oracle; the `reference` extra does not
-install it.
+checkouts (below). The LAMB row of golden_layerwise came from a line-by-line numpy port of
+TF-Addons' `lamb.py` that was not kept; TF-Addons itself (end of life: TensorFlow <= 2.15,
+numpy < 2) cannot share this venv, so `lamb_tf_addons.py` adds that row from its own venv
+(`make golden GOLDEN_TF=1`).
 
 Sources not on PyPI are repository checkouts given with `--source NAME=PATH`. PATH is a work
 tree (a directory holding the repository's files). None of their code is vendored here.
@@ -254,8 +253,8 @@ def layerwise(sources, missing):
     except Missing as e:
         missing[TVLARS_KEY] = str(e)
     missing[LAMB_KEY] = (
-        "recorded from a numpy port of TF-Addons lamb.py that was not kept; TF-Addons itself "
-        "(tensorflow-addons, end of life) is not installed by the reference extra"
+        "recorded from a numpy port of TF-Addons lamb.py (not kept); TF-Addons itself runs in "
+        "its own venv: lamb_tf_addons.py, or make golden GOLDEN_TF=1"
     )
     return out
 
@@ -446,9 +445,9 @@ def prospect(sources, missing):
             w = torch.tensor(w, dtype=F64, requires_grad=True)
             return objective.get_batch_subgrad(w).detach().numpy()
 
-        # As in the repo's scripts/lbfgs.py, with tolerances tightened: scipy >= 1.15's
-        # L-BFGS-B with default tolerances stops ~1e-11 above the minimum here, while the
-        # recorded f* is the minimum to 1e-16 (Prospect's iterates reach it).
+        # As in the repo's scripts/lbfgs.py, with tolerances tightened: scipy 1.17.1's
+        # L-BFGS-B with default tolerances stops 3e-12 to 2e-11 above the minimum here, while
+        # the recorded f* is the minimum to 1e-16 (Prospect's iterates reach it).
         fstar = minimize(
             value,
             np.zeros(10),
