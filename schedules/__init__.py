@@ -3,8 +3,14 @@
 Every factory validates its arguments at construction (ValueError naming the argument) and
 returns a function `schedule(step) -> float scalar` usable wherever optax takes a learning
 rate (`optax.ScalarOrSchedule`). See `python -m schedules.gallery` for a picture of each.
+
+Two modules work on schedules rather than build them: `schedules.laws` (loss laws that predict
+a schedule's loss curve, their fits, law-optimal schedules) and `schedules.theory` (the convex
+last-iterate bound, the optimal base rate, horizon transfer). They are imported here but kept
+out of `__all__`, which lists the schedule factories.
 """
 
+from schedules import laws, theory
 from schedules._basic import (
     constant,
     cosine,
