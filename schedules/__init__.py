@@ -10,7 +10,8 @@ last-iterate bound, the optimal base rate, horizon transfer). They are imported 
 out of `__all__`, which lists the schedule factories.
 """
 
-from schedules import laws, theory
+from schedules import laws as laws  # the modules, re-exported (not factories)
+from schedules import theory as theory
 from schedules._basic import (
     constant,
     cosine,

@@ -193,7 +193,9 @@ def horizon_transfer(
     cools down linearly to 0 over the last `D1 = round(cooldown_fraction * T1)` steps. rho is
     chosen so that the optimal base rate (`optimal_base_lr`) of the extended schedule equals the
     original's: then the peak tuned for T0 stays optimal for T1. Both bounds use constant D and
-    G (rho does not depend on their values). The conventions are Schaipp et al.'s.
+    G (rho does not depend on their values). Step counts are rounded as `schedules.wsd` rounds
+    a decay fraction; the layout is Schaipp et al.'s (their T + 1-point schedules without the
+    final 0 are these schedules on steps 0..T-1).
 
     Args:
       T0: the original run's length, >= 2.
@@ -279,7 +281,7 @@ def _check_rates(where: str, lrs) -> np.ndarray:
     bad = ~np.isfinite(arr) | (arr < 0)
     if bad.any():
         i = int(np.argmax(bad))
-        raise ValueError(f"{where}: `lrs` must be finite and >= 0; entry {i} is {arr[i]!r}")
+        raise ValueError(f"{where}: `lrs` must be finite and >= 0; entry {i} is {float(arr[i])!r}")
     if arr[-1] <= 0:
         raise ValueError(
             f"{where}: the last rate must be > 0 (the bound is infinite when the run ends with "
