@@ -22,7 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy.optimize import minimize
+from scipy.optimize import minimize as _minimize
+from threadpoolctl import threadpool_limits
 
 import schedules
 from schedules import laws
@@ -106,6 +107,13 @@ def _curves(names, size="25M", every=1):
 
 def _held_out(train, every=1, size="25M"):
     return _curves([n for n in NAMES if n not in train], size, every)
+
+
+def minimize(*args, **kwargs):
+    """scipy.optimize.minimize with one BLAS thread: L-BFGS-B's tiny linear algebra is ~10x
+    slower with threaded BLAS on a busy machine (the library's fits do the same)."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _minimize(*args, **kwargs)
 
 
 def _mean(errors: dict) -> float:
