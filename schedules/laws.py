@@ -56,7 +56,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from schedules._basic import _as_step, _float_dtype
+from schedules._common import _as_step, _float_dtype
 
 KINDS = ("annealing", "multipower")
 PARAM_NAMES = {
