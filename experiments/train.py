@@ -100,15 +100,30 @@ class Program:
         )
 
 
-def build(config: ml_collections.ConfigDict, devices=None) -> Program:
-    """The workload, mesh, optimizer, schedule, shardings and jitted functions of `config`."""
+def build(
+    config: ml_collections.ConfigDict, devices=None, *, learning_rate_in_state: bool = False
+) -> Program:
+    """The workload, mesh, optimizer, schedule, shardings and jitted functions of `config`.
+
+    With `learning_rate_in_state` the learning rate is not the schedule's but a value in the
+    optimizer state (`optax.inject_hyperparams`, at `opt_state.hyperparams["learning_rate"]`,
+    starting at the schedule's value at step 0), which a driver sets between steps without
+    recompiling: how `experiments.autolrs` tries its candidate rates.
+    """
     workload = workloads.make(config.workload)
     mesh = sharding.make_mesh(config.mesh.to_dict(), devices)
     sharding.check_batch_size(workload.batch_size, mesh, config.microbatches)
     entry = optlib.registry.get(config.optimizer.name)
     entry.check_kwargs(config.optimizer.kwargs)
     schedule = build_schedule(config)
-    optimizer = entry.build(schedule, **config.optimizer.kwargs.to_dict())
+    kwargs = config.optimizer.kwargs.to_dict()
+    optimizer = entry.build(schedule, **kwargs)
+    inner = lambda opt_state: opt_state
+    if learning_rate_in_state:
+        optimizer = optax.inject_hyperparams(
+            lambda learning_rate: entry.build(learning_rate, **kwargs)
+        )(learning_rate=float(schedule(0)))
+        inner = lambda opt_state: opt_state.inner_state
 
     def init_state(params):
         return {
@@ -141,6 +156,11 @@ def build(config: ml_collections.ConfigDict, devices=None) -> Program:
         workload.loss, config.microbatches, sharding.microbatch_sharding(mesh)
     )
 
+    def applied_lr(old_opt_state, opt_state, step):
+        if learning_rate_in_state:  # the rate this update applied, read before the update
+            return entry.applied_lr(inner(opt_state), old_opt_state.hyperparams["learning_rate"])
+        return entry.applied_lr(opt_state, schedule(step))
+
     def _train_step(state, batch):
         params = state["params"]
         loss, grads = value_and_grad(params, batch)
@@ -155,7 +175,9 @@ def build(config: ml_collections.ConfigDict, devices=None) -> Program:
             "grad_norm": optax.tree.norm(grads),
             "update_norm": optax.tree.norm(updates),
             "param_norm": optax.tree.norm(params),
-            "lr": jnp.asarray(entry.applied_lr(opt_state, schedule(state["step"])), jnp.float32),
+            "lr": jnp.asarray(
+                applied_lr(state["opt_state"], opt_state, state["step"]), jnp.float32
+            ),
         }
         new_state = {"step": state["step"] + 1, "params": params, "opt_state": opt_state}
         return new_state, step_metrics
@@ -168,7 +190,7 @@ def build(config: ml_collections.ConfigDict, devices=None) -> Program:
     )
 
     def eval_step(state, batch):
-        params = entry.eval_params(state["opt_state"], state["params"])
+        params = entry.eval_params(inner(state["opt_state"]), state["params"])
         return workload.eval_metrics(params, batch)
 
     return Program(

@@ -52,21 +52,27 @@ CORE_METHODS = (
 class Method:
     """One registered optimizer with one schedule.
 
-    `schedule` is a `schedules.registry` name, or "own" for optimizers that take a constant
+    `schedule` is a `schedules.registry` name; "own" for optimizers that take a constant
     rate and warm up themselves (schedule-free) or set their step size themselves (DoG,
-    MoMo, TVLARS). `decay` says whether the searched weight decay reaches the optimizer's
-    `weight_decay` argument ("kwarg"; L2 through the gradient for SGD-momentum and SAM, as
-    their registry entries define it) or is not searched ("none").
+    MoMo, TVLARS, hypergradient descent's learned rate from its initial value); or "autolrs"
+    for AutoLRS's stages searched around the method's learning rate (`experiments.autolrs`,
+    run by `runner.run_autolrs`). `decay` says whether the searched weight decay reaches the
+    optimizer's `weight_decay` argument ("kwarg"; L2 through the gradient for SGD-momentum
+    and SAM, as their registry entries define it) or is not searched ("none"). `variant`
+    names a method whose `kwargs` differ from another's with the same optimizer and schedule
+    (it is appended to the name after a "-").
     """
 
     optimizer: str
     schedule: str
     kwargs: tuple[tuple[str, Any], ...] = ()
     decay: str = "kwarg"
+    variant: str = ""
 
     @property
     def name(self) -> str:
-        return self.optimizer if self.schedule == "own" else f"{self.optimizer}+{self.schedule}"
+        name = self.optimizer if self.schedule == "own" else f"{self.optimizer}+{self.schedule}"
+        return f"{name}-{self.variant}" if self.variant else name
 
     @property
     def entry(self) -> optlib.registry.OptimizerEntry:
@@ -102,19 +108,30 @@ METHODS: dict[str, Method] = {
         Method("momo_adam", "own"),
         Method("schedule_free_sgd", "own"),
         Method("schedule_free_adamw", "own"),
+        # Hypergradient descent (issue 18): alpha starts at the registry's base_lr (the
+        # tuned track's lr factor scales it) with the paper's beta; plain and with FedHyper's
+        # safeguard (alpha within [0.1, 10] x its start, at most x1.1 per step).
+        Method("sgd_hd", "own"),
+        Method("sgd_hd", "own", kwargs=(("safeguard", True),), variant="safeguard"),
+        Method("adam_hd", "own"),
+        Method("adam_hd", "own", kwargs=(("safeguard", True),), variant="safeguard"),
+        # AutoLRS around the two baselines' optimizers, searching base_lr / 10 to 10 base_lr.
+        Method("sgd_momentum", "autolrs"),
+        Method("adamw", "autolrs"),
     ]
 }
 
 
 def select_methods(names: Sequence[str] | None) -> list[Method]:
-    """Methods by exact name, or all methods of a named optimizer; "core" or "all"."""
+    """Methods by exact name, or all methods of a named optimizer or schedule; "core" or
+    "all"."""
     if not names or list(names) == ["all"]:
         return list(METHODS.values())
     if list(names) == ["core"]:
         names = CORE_METHODS
     picked = []
     for name in names:
-        matches = [m for m in METHODS.values() if name in (m.name, m.optimizer)]
+        matches = [m for m in METHODS.values() if name in (m.name, m.optimizer, m.schedule)]
         if not matches:
             raise ValueError(f"unknown method {name!r}; choose from: {', '.join(METHODS)}")
         picked += [m for m in matches if m not in picked]
@@ -154,9 +171,13 @@ def search_space(num: int = NUM_TUNED) -> np.ndarray:
 
 
 def lr_table(method: Method, peak: float, warmup_fraction: float, total: int, length: int):
-    """The learning rate at steps 0..length-1 (constant after `total`)."""
+    """The learning rate at steps 0..length-1 (constant after `total`).
+
+    Constant `peak` where the method sets its own rate ("own": the initial or constant rate;
+    "autolrs": the centre of the search range).
+    """
     steps = np.arange(length)
-    if method.schedule == "own":
+    if method.schedule in ("own", "autolrs"):
         return np.full(length, peak, np.float32)
     kwargs: dict[str, Any] = {"peak": peak, "warmup_steps": int(round(warmup_fraction * total))}
     if method.schedule == "wsd":
@@ -200,7 +221,7 @@ def make_lanes(method: Method, num_seeds: int, budget: int, tracks: Sequence[str
         for c, (factor, wd, warmup) in enumerate(search_space()):
             rows.append((c, method.base_lr * factor, wd, warmup, budget, True))
     if "self" in tracks:
-        warmup = SELF_TUNING_WARMUP if method.schedule != "own" else 0.0
+        warmup = SELF_TUNING_WARMUP if method.schedule not in ("own", "autolrs") else 0.0
         rows.append((-1, method.base_lr, 0.0, warmup, length, False))
     lanes = [(s, *row) for s in range(num_seeds) for row in rows]
     return Lanes(

@@ -10,10 +10,18 @@ Batches come from `Workload.batch(step)` once per workload and seed (host numpy,
 every method sees the same data. On the heavy workloads (`SEQUENTIAL_LANES`) the lanes run one
 after another under `lax.map` with a `lax.cond` per chunk, so a lane that is done stops
 computing.
+
+AutoLRS (methods with schedule "autolrs") cannot share the vmapped program: each of its stages
+checkpoints, restores and branches on what its trials forecast. `run_autolrs` therefore runs its
+lanes one after another on the real training loop (`experiments.train.build` with the learning
+rate in the optimizer state, `experiments.autolrs.run`, Orbax restores from a temporary
+directory), with the same data, initial params, evaluation and target as the vmapped lanes.
+Its cost counts every gradient evaluation, the trials' included.
 """
 
 from __future__ import annotations
 
+import tempfile
 from typing import Any
 
 import jax
@@ -21,8 +29,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from experiments import autolrs, checkpointing, train
 from experiments import workloads as workloads_lib
 from experiments.benchmarks.time_to_target.methods import Lanes, Method, build_optimizer
+from experiments.configs import common
 
 # Steps of the tuned track (self-tuning gets 1.5x) and how often to evaluate.
 BUDGETS = {
@@ -51,6 +61,9 @@ WORKLOAD_OVERRIDES: dict[str, dict[str, Any]] = {
 # Heavy workloads whose lanes run one after another (`lax.map`) instead of under `vmap`, so a
 # lane that has reached its target or spent its budget really stops computing (`lax.cond`).
 SEQUENTIAL_LANES = frozenset({"cnn_mnist1d", "lm"})
+# AutoLRS's stages (`experiments.autolrs.Settings`): the paper's k = 10 and tau' = tau / 10, with
+# tau from 100 to 800 steps (the authors': 1000 to 8000) to fit our 400-1500-step budgets.
+AUTOLRS_STAGES = {"tau": 100, "tau_prime": 10, "num_candidates": 10, "tau_max": 800}
 
 
 class Problem:
@@ -155,6 +168,8 @@ def compile_runner(method: Method, problem: Problem, eval_every: int):
 
 def run_method(method: Method, problem: Problem, lanes: Lanes, eval_every: int) -> dict:
     """Runs every lane of `method` on `problem`; per lane the steps to target and best metric."""
+    if method.schedule == "autolrs":
+        return run_autolrs(method, problem, lanes, eval_every)
     init, run_chunk = compile_runner(method, problem, eval_every)
     lane_arrays = {
         "seed_index": jnp.asarray(lanes.seed_index),
@@ -184,3 +199,71 @@ def run_method(method: Method, problem: Problem, lanes: Lanes, eval_every: int) 
         if problem.target is not None and done.all():
             break
     return {"steps": steps_to_target, "best": best, "last_step": step}
+
+
+def run_autolrs(method: Method, problem: Problem, lanes: Lanes, eval_every: int) -> dict:
+    """AutoLRS's lanes, one after another on the training loop (see the module docstring).
+
+    Per lane: a config of the lane's seed (data order and initialisation, as `Problem`), the
+    method's optimizer with the lane's weight decay, and AutoLRS searching `lr / 10` to
+    `10 lr` around the lane's learning rate (the tuned track's lr factor moves the range; the
+    searched warm-up does not apply: AutoLRS searches from step 0). Every `eval_every`
+    main-trajectory steps the target metric is evaluated; the lane stops at the target or
+    once its budget of gradient evaluations (trials included) is spent. "steps" are those
+    gradient evaluations divided by the optimizer's per step, so that scoring's cost is them.
+    """
+    workload = problem.workloads[0]
+    evaluate = jax.jit(lambda p: workload.eval_metrics(p, problem.eval_batch)[problem.metric])
+    per_step = method.grads_per_step
+    num = len(lanes.seed_index)
+    steps_to_target = np.full(num, np.inf)
+    best = np.full(num, np.inf if problem.mode == "min" else -np.inf)
+    last = 0
+    for i in range(num):
+        config = _autolrs_config(method, problem, int(lanes.seed_index[i]), lanes, i)
+        program = train.build(config, jax.devices()[:1], learning_rate_in_state=True)
+        settings = autolrs.Settings.around(float(lanes.lr[i, 0]), **AUTOLRS_STAGES)
+
+        def on_main_step(state, step, spent, i=i, entry=program.entry):
+            if step % eval_every:
+                return False
+            params = entry.eval_params(state["opt_state"].inner_state, state["params"])
+            value = np.float64(evaluate(params))
+            if np.isfinite(value) and problem.better(value, best[i]):
+                best[i] = value
+            if problem.reached(value):
+                steps_to_target[i] = spent / per_step
+                return True
+            return False
+
+        with tempfile.TemporaryDirectory() as directory:
+            checkpointer = checkpointing.Checkpointer(directory, every=10**9, keep=1)
+            trainer = autolrs.Trainer(
+                program, checkpointer, int(lanes.budget[i]) * per_step, on_main_step
+            )
+            try:
+                autolrs.run(trainer, program.init(None), settings, problem.length)
+            except train.NonFiniteLossError:
+                pass  # a diverged main trajectory never reaches the target
+            finally:
+                checkpointer.close()
+        last = max(last, trainer.spent // per_step)
+    return {"steps": steps_to_target, "best": best, "last_step": last}
+
+
+def _autolrs_config(method: Method, problem: Problem, seed: int, lanes: Lanes, i: int):
+    """The training-loop config of AutoLRS's lane `i` (seed `seed`) on `problem`."""
+    config = common.base_config(problem.name)
+    config.workload.update(WORKLOAD_OVERRIDES.get(problem.name, {}))
+    config.workload.seed = seed
+    config.seed = seed
+    config.steps = problem.length
+    config.optimizer.name = method.optimizer
+    kwargs = dict(method.kwargs)
+    if method.decay == "kwarg":
+        kwargs["weight_decay"] = float(lanes.weight_decay[i])
+    config.optimizer.kwargs = kwargs
+    config.schedule.name = "constant"
+    config.schedule.kwargs = {"value": float(lanes.lr[i, 0])}
+    config.progress_bar = False
+    return config
