@@ -284,9 +284,12 @@ def _matern52(distance: np.ndarray, length: float) -> np.ndarray:
     return (1.0 + r + r * r / 3.0) * np.exp(-r)
 
 
-# Hyper-parameter grid of the GP on [0, 1]: length scales within scikit-optimize's bounds
-# (0.01 to 100), the noise variance as a fraction of the amplitude.
-_LENGTHS = np.logspace(-2, 2, 41)
+# Hyper-parameter grid of the GP on [0, 1] (the log range). Length scales from a tenth of the
+# range to 10 ranges: scikit-optimize bounds them to [0.01, 100] but starts its optimiser at 1;
+# a global maximum-likelihood search with two or three points runs to the shortest length (two
+# different values look uncorrelated), where the posterior is flat away from the points and
+# the acquisition ties. Ten trials cannot resolve a length below a tenth of the range anyway.
+_LENGTHS = np.logspace(-1, 1, 21)
 _NOISES = np.logspace(-6, 0, 7)
 _AMPLITUDE_BOUNDS = (0.01, 1000.0)  # scikit-optimize's ConstantKernel bounds
 
@@ -296,8 +299,9 @@ def gp_posterior(z: np.ndarray, y: np.ndarray, query: np.ndarray) -> tuple[np.nd
 
     GP prior: ``f ~ GP(mean(y), s^2 k)``, k the Matern-5/2 kernel of length l, white noise of
     variance ``g s^2``, on y standardised. (l, g) maximise the marginal likelihood over a grid
-    with the amplitude ``s^2 = y^T (K + g I)^{-1} y / n`` profiled out (clipped to [0.01,
-    1000]). The standard deviation is that of f (without the noise).
+    (l from 0.1 to 10, g from 1e-6 to 1) with the amplitude ``s^2 = y^T (K + g I)^{-1} y / n``
+    profiled out (clipped to [0.01, 1000]). The standard deviation is that of f (without the
+    noise).
     """
     z, y, query = (np.asarray(v, np.float64) for v in (z, y, query))
     centre, scale = float(np.mean(y)), float(np.std(y))
