@@ -4,7 +4,8 @@ AlgoPerf does (Dahl et al., "Benchmarking Neural Network Training Algorithms", 2
     python -m experiments.benchmarks.time_to_target [--optimizers core] [--plot out.png]
 
 - `methods`: which registered optimizers with which schedules, the shared search space.
-- `runner`: the vmapped runner (every seed x configuration of a method in one program).
+- `runner`: the vmapped runner (every seed x configuration of a method in one program), and
+  AutoLRS's lane-by-lane path on the training loop.
 - `scoring`: costs per track, performance profiles, scores, markdown tables.
 - `figures`: the performance-profile figure.
 - `cli`: the command (score methods, or freeze targets with `--set-targets`).
@@ -35,11 +36,13 @@ from experiments.benchmarks.time_to_target.methods import (
     select_methods,
 )
 from experiments.benchmarks.time_to_target.runner import (
+    AUTOLRS_STAGES,
     BUDGETS,
     EVAL_EVERY,
     SEQUENTIAL_LANES,
     WORKLOAD_OVERRIDES,
     Problem,
+    run_autolrs,
     run_method,
 )
 from experiments.benchmarks.time_to_target.scoring import (
@@ -51,6 +54,7 @@ from experiments.benchmarks.time_to_target.scoring import (
 )
 
 __all__ = [
+    "AUTOLRS_STAGES",
     "BASELINE",
     "BUDGETS",
     "CORE_METHODS",
@@ -76,6 +80,7 @@ __all__ = [
     "plot_profiles",
     "profile_scores",
     "run",
+    "run_autolrs",
     "run_method",
     "search_space",
     "select_methods",
