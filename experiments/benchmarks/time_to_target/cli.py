@@ -7,8 +7,10 @@
     python -m experiments.benchmarks.time_to_target --set-targets [--workloads ...]
 
 The procedure, the frozen targets and the latest tables are in BENCHMARKS.md ("Time to
-target"). The default run (every method on the five cheap workloads, 3 seeds) takes about 10
-minutes on 2 CPU cores.
+target"). The default run (every method on the five cheap workloads, 3 seeds) took about 10
+minutes on 2 CPU cores before the AutoLRS methods joined; those two run lane by lane on the
+training loop and took 47 minutes on their own (5 workloads, 3 seeds, on 2 cores shared at load
+~19), so name the methods with --optimizers when time matters.
 """
 
 from __future__ import annotations
