@@ -148,20 +148,20 @@ def test_self_tuning_lr_methods_run_and_autolrs_pays_for_its_trials(monkeypatch)
         "AUTOLRS_STAGES",
         {"tau": 10, "tau_prime": 5, "num_candidates": 2, "tau_max": 40},
     )
-    names = ["sgd_hd", "adam_hd", "sgd_momentum+autolrs"]
-    methods = ttt.select_methods(names)
-    assert {m.name for m in methods} == {
+    assert {m.name for m in ttt.select_methods(["sgd_hd", "adam_hd", "autolrs"])} == {
         "sgd_hd",
         "sgd_hd-safeguard",
         "adam_hd",
         "adam_hd-safeguard",
         "sgd_momentum+autolrs",
+        "adamw+autolrs",
     }
+    methods = [ttt.METHODS[n] for n in ("sgd_hd-safeguard", "adam_hd", "sgd_momentum+autolrs")]
     kwargs = dict(num_seeds=1, budget_scale=0.05, tracks=("self",), log=lambda _: None)
     result = ttt.run(["quadratic"], methods, targets=_targets(1e12), **kwargs)
     every = ttt.EVAL_EVERY["quadratic"]
-    for name in ("sgd_hd", "sgd_hd-safeguard", "adam_hd", "adam_hd-safeguard"):
-        assert result[name]["self"]["quadratic"] == every
+    assert result["sgd_hd-safeguard"]["self"]["quadratic"] == every
+    assert result["adam_hd"]["self"]["quadratic"] == every
     # The first evaluation is at main step 25: stage 0 costs 2 x 5 trial + 10 main steps;
     # stage 1 2 x 10 trial steps, then main steps 11..25: 20 + 20 + 15 gradient evaluations.
     assert result["sgd_momentum+autolrs"]["self"]["quadratic"] == 55
