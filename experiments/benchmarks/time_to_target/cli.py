@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
         "--optimizers",
         nargs="+",
         default=None,
-        help="method or optimizer names, 'core' or 'all' (default)",
+        help="method, optimizer or schedule names, 'core', or 'all' (default: all but autolrs)",
     )
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--budget-scale", type=float, default=1.0)
