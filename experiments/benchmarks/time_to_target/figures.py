@@ -19,8 +19,8 @@ from experiments.benchmarks.time_to_target.scoring import (
 
 
 def _spread(ys: list[float], gap: float) -> list[float]:
-    """Label heights near `ys`, at least `gap` apart, in the same order."""
-    order = np.argsort(ys)
+    """Label heights near `ys`, at least `gap` apart; ties keep their given order, top first."""
+    order = np.lexsort((-np.arange(len(ys)), ys))  # by height; among equals the first on top
     placed = np.array(ys, float)
     for rank in range(1, len(order)):
         below, here = order[rank - 1], order[rank]
@@ -42,6 +42,7 @@ def plot_profiles(results: dict, path: str, top: int = 6) -> bool:
     tracks = [(t, title) for t, title in TRACKS if any(t in r for r in results.values())]
     fig, axes = plt.subplots(1, len(tracks), figsize=(6.5 * len(tracks), 5.0), squeeze=False)
     colours = plt.get_cmap("tab10").colors
+    styles = ("-", "--", "-.", ":")  # lines that coincide stay distinguishable
     for ax, (track, title) in zip(axes[0], tracks, strict=True):
         costs = {m: r[track] for m, r in results.items() if track in r}
         workloads = sorted({w for c in costs.values() for w in c})
@@ -54,7 +55,8 @@ def plot_profiles(results: dict, path: str, top: int = 6) -> bool:
         ends = [float(profiles[m][-1]) for m in leaders]
         for i, (m, y) in enumerate(zip(leaders, _spread(ends, 0.055), strict=True)):
             colour = colours[i % len(colours)]
-            ax.step(taus, profiles[m], where="post", color=colour, lw=2.0, zorder=3)
+            style = styles[i % len(styles)]
+            ax.step(taus, profiles[m], style, where="post", color=colour, lw=2.0, zorder=3)
             ax.annotate(
                 f"{m} ({scores[m]:.2f})",
                 xy=(TAU_MAX, ends[i]),
@@ -72,7 +74,7 @@ def plot_profiles(results: dict, path: str, top: int = 6) -> bool:
         ax.set_title(f"{title}: top {len(leaders)} of {len(order)} (grey: the others)")
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.subplots_adjust(right=0.8 if len(tracks) == 1 else 0.85, wspace=0.55)
+    fig.subplots_adjust(right=0.8 if len(tracks) == 1 else 0.85, wspace=0.8)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return True
