@@ -43,7 +43,7 @@ DAMAGE = {
 def runs(tmp_path_factory):
     """An uninterrupted run, and a run stopped at step 25 (to be copied, then damaged)."""
     root = tmp_path_factory.mktemp("fallback")
-    whole = train.train(quadratic_config(STEPS), root / "whole")
+    whole = train.train(quadratic_config(STEPS), root / "whole", return_state=True)
     train.train(quadratic_config(STEPS), root / "stopped", stop_after=STOP)
     assert checkpointing.Checkpointer(root / "stopped").steps() == [10, 20]
     return whole, root / "stopped"
@@ -60,7 +60,7 @@ def test_resume_falls_back_to_the_newest_checkpoint_that_restores(runs, tmp_path
     damaged_files = {p.relative_to(bad): p.read_bytes() for p in bad.rglob("*") if p.is_file()}
     capsys.readouterr()
 
-    resumed = train.train(quadratic_config(STEPS), workdir)
+    resumed = train.train(quadratic_config(STEPS), workdir, return_state=True)
 
     origin = resumed["origin"]
     kept = workdir / checkpointing.UNRESTORABLE_DIR / "20"
