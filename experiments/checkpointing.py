@@ -10,11 +10,16 @@ a run can resume or branch on a mesh of another shape than the one that saved it
 
 `restore_or_init` is the one entry point, and its order is:
 
-1. **resume**: the workdir has checkpoints of its own -> continue from the latest;
+1. **resume**: the workdir has checkpoints of its own -> continue from the newest one that
+   restores. A newer checkpoint whose files are truncated or corrupt is skipped with a message
+   saying which step and why, and moved to `checkpoints_unrestorable/<step>` (kept for
+   inspection, and out of the way of the next save at that step). If none restores, the run
+   stops with an error that lists each step and its error, and nothing is moved;
 2. **fork**: `config.fork.parent` names a parent workdir -> its full state at
    `config.fork.step` (params, optimizer state and step), and a lineage record is written;
-3. **params only**: `config.init_params_from` names a workdir -> its latest params, a fresh
-   optimizer state at step 0;
+3. **params only**: `config.init_params_from` names a workdir -> the params of its newest
+   checkpoint that restores (another run's files are never moved), a fresh optimizer state at
+   step 0;
 4. **init**: a fresh state.
 """
 
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,7 +36,20 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy, save_decision_policy
 
 CHECKPOINT_DIR = "checkpoints"
+UNRESTORABLE_DIR = "checkpoints_unrestorable"  # where skipped checkpoints are kept
 LINEAGE_FILE = "lineage.json"
+
+
+class CheckpointRestoreError(RuntimeError):
+    """No checkpoint of a workdir restores, or a fork's parent checkpoint does not."""
+
+
+def _describe(err: BaseException) -> str:
+    """One line naming the error: its type and the first line of its message, shortened."""
+    lines = str(err).strip().splitlines()
+    text = lines[0] if lines else ""
+    text = text if len(text) <= 300 else text[:297] + "..."
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
 class Checkpointer:
@@ -53,6 +72,7 @@ class Checkpointer:
         read_only: bool = False,
     ):
         self.directory = pathlib.Path(workdir).absolute() / CHECKPOINT_DIR
+        self.read_only = read_only
         policies: list = [preservation_policy.LatestN(keep)]
         if keep_steps:
             policies.append(preservation_policy.CustomSteps(list(keep_steps)))
@@ -114,6 +134,66 @@ class Checkpointer:
             return {"params": restored["params"]}
         return {"params": restored["params"], **restored["train"]}
 
+    def restore_latest(
+        self, abstract_state: dict, params_only: bool = False
+    ) -> tuple[dict, int, list[dict]]:
+        """The newest checkpoint that restores: (state, its step, the newer ones skipped).
+
+        Tries the steps newest first. Each one that fails to restore (truncated or corrupt
+        files, or any other error while reading it) is reported on stderr with its step and
+        error, and listed in the returned records ({"step", "error", "kept_at"}). Once an
+        older one restores, the skipped ones are moved to `<workdir>/checkpoints_unrestorable/`
+        (for a read-only checkpointer they stay where they are), so they stay available for
+        inspection and the run can save those steps again. A transient read error would be
+        treated the same way; move the directory back to use it.
+
+        Raises:
+          CheckpointRestoreError: no checkpoint restores; it lists each step and its error,
+            and moves nothing (the cause may be the abstract state rather than the files).
+        """
+        failures: list[dict] = []
+        for step in reversed(self.steps()):
+            try:
+                state = self.restore(step, abstract_state, params_only)
+            except Exception as err:  # whatever the cause, it does not restore
+                failures.append({"step": step, "error": _describe(err)})
+                continue
+            for record in failures:
+                record["kept_at"] = str(self._set_aside(record["step"]))
+                print(
+                    f"checkpoint at step {record['step']} in {self.directory} does not restore "
+                    f"({record['error']}); skipped, kept at {record['kept_at']}. "
+                    f"Restored step {step} instead.",
+                    file=sys.stderr,
+                )
+            return state, step, failures
+        listing = "".join(f"\n  step {r['step']}: {r['error']}" for r in failures)
+        raise CheckpointRestoreError(
+            f"none of the {len(failures)} checkpoints in {self.directory} restores (nothing "
+            f"was moved):{listing}"
+        )
+
+    def _set_aside(self, step: int) -> pathlib.Path:
+        """Moves checkpoint `step` out of the checkpoint directory; returns where it is now.
+
+        A read-only checkpointer (someone else's run) moves nothing.
+        """
+        source = self.directory / str(step)
+        if self.read_only:
+            return source
+        target = self.directory.parent / UNRESTORABLE_DIR / str(step)
+        suffix = 0
+        while target.exists():  # the same step failed before: keep both
+            suffix += 1
+            target = target.with_name(f"{step}.{suffix}")
+        if jax.process_index() == 0:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            source.rename(target)
+        if jax.process_count() > 1:
+            ocp.multihost.sync_global_processes(f"checkpointing_set_aside_{step}")
+        self.manager.reload()
+        return target
+
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
@@ -152,16 +232,23 @@ def restore_or_init(
     Returns:
       (state, origin) where origin is {"kind": "resume"|"fork"|"params"|"init", ...}.
     """
-    latest = checkpointer.latest_step()
-    if latest is not None:
-        state = checkpointer.restore(latest, abstract_state)
-        return state, {"kind": "resume", "step": latest}
+    if checkpointer.latest_step() is not None:
+        state, step, skipped = checkpointer.restore_latest(abstract_state)
+        origin = {"kind": "resume", "step": step}
+        return state, ({**origin, "skipped": skipped} if skipped else origin)
     if fork_parent:
         if fork_step is None:
             raise ValueError("fork.step must be set when fork.parent is")
         parent = Checkpointer(fork_parent, read_only=True)
         try:
             state = parent.restore(fork_step, abstract_state)
+        except Exception as err:  # name the checkpoint whatever the error
+            if fork_step not in parent.steps():
+                raise  # a ValueError that lists the steps the parent has
+            raise CheckpointRestoreError(
+                f"the fork's parent checkpoint {parent.directory / str(fork_step)} does not "
+                f"restore: {_describe(err)}"
+            ) from err
         finally:
             parent.close()
         record = {
@@ -175,10 +262,10 @@ def restore_or_init(
     if init_params_from:
         source = Checkpointer(init_params_from, read_only=True)
         try:
-            step = source.latest_step()
-            if step is None:
+            if source.latest_step() is None:
                 raise ValueError(f"init_params_from={init_params_from!r} has no checkpoints")
-            params = source.restore(step, abstract_state, params_only=True)["params"]
+            restored, step, _ = source.restore_latest(abstract_state, params_only=True)
+            params = restored["params"]
         finally:
             source.close()
         return init(params), {"kind": "params", "source": init_params_from, "step": step}

@@ -3,11 +3,19 @@
 Conventions shared by every schedule in this package:
 
 * A schedule is a pure function of the absolute, 0-based update count `t` (what optax passes
-  as `count`); it accepts Python ints, integer arrays (int32 from optax) and float arrays, and
-  works elementwise on arrays of steps.
+  as `count`); it accepts Python ints, integer arrays (int32 from optax; uint32, or int64
+  under x64) and float arrays, and works elementwise on arrays of steps.
 * It returns the default float dtype (float32, or float64 when x64 is enabled).
-* Integer steps are compared with phase boundaries and reduced to "steps into the phase" in
-  integer arithmetic before any cast to float, so steps past 2**24 land in the right phase.
+* Integer steps are compared with phase boundaries and reduced to "steps into the phase" and
+  "steps left" in the step's own integer type before any cast to float, so steps past 2**24
+  land in the right phase. Boundaries may lie beyond what the step type holds (2**31 and up
+  for int32): such a boundary is never reached, and a phase that ends there counts its steps
+  left exactly. A Python int step past int32 is taken as uint32 where it fits, else as a
+  float. `stretch` alone calls its schedule with a float step.
+* Hyperparameters that set values (peaks, floors, shape parameters) may be jax arrays or
+  tracers, so a learning-rate sweep can `jax.vmap` over the factory; concrete ones are checked
+  (finite in the default float dtype: 1e39 is rejected in float32). Step counts, and the
+  fractions that set them, must be concrete.
 * Warm-ups are 0-based: the value is `init_value` at t = 0 and reaches the peak at t = W. The
   `(t + 1) / W` convention of the schedule-free code is `schedules.offset(s, -1)`.
 * Decays over D steps reach `end_value` at the end of the window (t = start + D) and stay there.
@@ -24,164 +32,23 @@ References:
   cosine. Goyal et al. 2017 (arXiv 1706.02677): gradual warm-up.
 """
 
-from __future__ import annotations
-
-import math
 from collections.abc import Callable
 
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
-from schedules._validation import (
-    check_decay_shape,
-    check_float,
-    check_int,
-    check_le,
-    check_warmup,
+from schedules._common import (
+    _as_step,
+    _elapsed,
+    _float_dtype,
+    _shaped_decay,
+    _warmup_then_decay,
+    _with_warmup,
 )
-
-# Decay shapes that are an affine map of a fixed profile f, f = 1 at p = 0 and 0 at p = 1.
-# Each is written in terms of the remaining fraction q = 1 - p where it has a factor (1 - p),
-# and q is computed from the integer steps left, so values near the end of a long decay keep
-# their relative precision in float32 (no cancellation in 1 - p).
-_PROFILES: dict[str, Callable] = {
-    "linear": lambda p, q: q,
-    "cosine": lambda p, q: jnp.square(jnp.sin(0.5 * jnp.pi * q)),  # (1 + cos(pi p)) / 2
-    "1-sqrt": lambda p, q: q / (1.0 + jnp.sqrt(p)),  # 1 - sqrt(p)
-    "1-square": lambda p, q: q * (2.0 - q),  # 1 - p^2
-    "rex": lambda p, q: 2.0 * q / (1.0 + q),  # (1 - p) / (1 - p / 2)
-}
+from schedules._validation import check_float, check_peak_and_warmup
 
 
-# ----------------------------------------------------------------------------------------
-# Private helpers, shared by the other modules of the package.
-# ----------------------------------------------------------------------------------------
-
-
-def _float_dtype():
-    """The default float dtype at trace time (float32, or float64 under x64)."""
-    return jnp.result_type(float)
-
-
-def _as_step(step):
-    """The step as a jax array; bools become int32."""
-    step = jnp.asarray(step)
-    if step.dtype == jnp.bool_:
-        step = step.astype(jnp.int32)
-    return step
-
-
-def _is_int(step) -> bool:
-    return jnp.issubdtype(step.dtype, jnp.integer)
-
-
-def _elapsed(step, start: int, length: int | None = None):
-    """`clip(step - start, 0, length)` as a float; exact integer arithmetic for integer steps."""
-    hi = None if length is None else start + length
-    if _is_int(step):
-        return (jnp.clip(step, start, hi) - start).astype(_float_dtype())
-    return jnp.clip(step.astype(_float_dtype()), start, hi) - start
-
-
-def _progress(step, start: int, length: int):
-    """Progress through the phase [start, start + length], clipped to [0, 1]; length >= 1."""
-    return _elapsed(step, start, length) / length
-
-
-def _phase(step, start, length):
-    """(p, q): progress through [start, start + length] and the fraction left, q = 1 - p.
-
-    Both come from exact integer step counts for integer steps; `start` and `length` may
-    be Python ints or integer arrays (one per element of `step`).
-    """
-    dtype = _float_dtype()
-    end = start + length
-    if _is_int(step):
-        clipped = jnp.clip(step, start, end)
-        done, left = (clipped - start).astype(dtype), (end - clipped).astype(dtype)
-    else:
-        clipped = jnp.clip(step.astype(dtype), start, end)
-        done, left = clipped - start, end - clipped
-    length = jnp.asarray(length, dtype)
-    return done / length, left / length
-
-
-def _warmup_value(p, init: float, peak: float, shape: str):
-    """Warm-up from `init` (p = 0) to `peak` (p = 1)."""
-    if shape == "linear":
-        value = init + (peak - init) * p
-    elif shape == "cosine":
-        value = init + (peak - init) * 0.5 * (1.0 - jnp.cos(jnp.pi * p))
-    else:  # exponential (geometric), init > 0 checked at construction
-        value = jnp.exp(math.log(init) + p * (math.log(peak) - math.log(init)))
-    return jnp.clip(value, init, peak)
-
-
-def _decay_value(p, q, start, end, shape: str):
-    """Decay from `start` (p = 0) to `end` (p = 1), q = 1 - p; `start` may be traced."""
-    dtype = p.dtype
-    start = jnp.asarray(start, dtype)
-    end = jnp.asarray(end, dtype)
-    if shape in _PROFILES:
-        value = end + (start - end) * _PROFILES[shape](p, q)
-    else:
-        tiny = jnp.finfo(dtype).tiny
-        safe_start = jnp.maximum(start, tiny)
-        if shape == "exponential":  # geometric: start * (end / start) ** p
-            log_start, log_end = jnp.log(safe_start), jnp.log(jnp.maximum(end, tiny))
-            value = jnp.exp(log_start + p * (log_end - log_start))
-        else:  # inverse-proportional: start / (1 + p (start / end - 1)); end > 0 checked
-            value = safe_start * end / (end + p * (safe_start - end))
-    value = jnp.clip(value, jnp.minimum(start, end), jnp.maximum(start, end))
-    return jnp.where(p <= 0.0, start, jnp.where(p >= 1.0, end, value))
-
-
-def _with_warmup(step, warmup_steps: int, init: float, peak: float, shape: str, after):
-    """`after(step)` preceded by a warm-up of `warmup_steps` steps from `init` to `peak`."""
-    value = after(step)
-    if warmup_steps == 0:
-        return value
-    p = _progress(step, 0, warmup_steps)
-    return jnp.where(step < warmup_steps, _warmup_value(p, init, peak, shape), value)
-
-
-def _warmup_then_decay(
-    where: str,
-    peak,
-    total_steps,
-    end_value,
-    warmup_steps,
-    init_value,
-    warmup_shape,
-    decay_value: Callable,
-) -> Callable:
-    """Validates the common arguments; returns warm-up then `decay_value(p, q, peak, end)`."""
-    peak = check_float(where, "peak", peak, 0.0)
-    total_steps = check_int(where, "total_steps", total_steps, 1)
-    end_value = check_float(where, "end_value", end_value, 0.0, peak)
-    warmup_steps, init_value, warmup_shape = check_warmup(
-        where, warmup_steps, init_value, peak, warmup_shape
-    )
-    check_le(where, "warmup_steps", warmup_steps, "total_steps - 1", total_steps - 1)
-    decay_steps = total_steps - warmup_steps
-
-    def schedule(step):
-        step = _as_step(step)
-
-        def after(s):
-            p, q = _phase(s, warmup_steps, decay_steps)
-            return decay_value(p, q, peak, end_value)
-
-        return _with_warmup(step, warmup_steps, init_value, peak, warmup_shape, after)
-
-    return schedule
-
-
-# ----------------------------------------------------------------------------------------
-# Public schedules.
-# ----------------------------------------------------------------------------------------
-
-
-def constant(value: float) -> Callable:
+def constant(value: ArrayLike) -> Callable:
     """A constant learning rate.
 
     `s(t) = value` for every step.
@@ -211,9 +78,9 @@ def constant(value: float) -> Callable:
 
 
 def warmup(
-    peak: float,
+    peak: ArrayLike,
     warmup_steps: int,
-    init_value: float = 0.0,
+    init_value: ArrayLike = 0.0,
     shape: str = "linear",
 ) -> Callable:
     """A warm-up from `init_value` to `peak` over `warmup_steps` steps, then constant.
@@ -243,8 +110,9 @@ def warmup(
       Goyal et al. 2017, "Accurate, Large Minibatch SGD" (arXiv 1706.02677): gradual warm-up.
     """
     where = "warmup"
-    peak = check_float(where, "peak", peak, 0.0)
-    warmup_steps, init_value, shape = check_warmup(where, warmup_steps, init_value, peak, shape)
+    peak, warmup_steps, init_value, shape = check_peak_and_warmup(
+        where, peak, warmup_steps, init_value, shape
+    )
 
     def schedule(step):
         step = _as_step(step)
@@ -258,11 +126,11 @@ def warmup(
 
 
 def linear_decay(
-    peak: float,
+    peak: ArrayLike,
     total_steps: int,
-    end_value: float = 0.0,
+    end_value: ArrayLike = 0.0,
     warmup_steps: int = 0,
-    init_value: float = 0.0,
+    init_value: ArrayLike = 0.0,
     warmup_shape: str = "linear",
 ) -> Callable:
     """Warm-up, then linear decay from `peak` to `end_value` at step `total_steps`.
@@ -292,24 +160,16 @@ def linear_decay(
       Defazio, Cutkosky, Mehta, Mishchenko 2023, "When, Why and How Much? Adaptive Learning
       Rate Scheduling by Refinement" (arXiv 2310.07831).
     """
-    return _warmup_then_decay(
-        "linear_decay",
-        peak,
-        total_steps,
-        end_value,
-        warmup_steps,
-        init_value,
-        warmup_shape,
-        lambda p, q, a, b: _decay_value(p, q, a, b, "linear"),
-    )
+    args = (peak, total_steps, end_value, warmup_steps, init_value, warmup_shape)
+    return _warmup_then_decay("linear_decay", _shaped_decay("linear"), *args)
 
 
 def cosine(
-    peak: float,
+    peak: ArrayLike,
     total_steps: int,
-    end_value: float = 0.0,
+    end_value: ArrayLike = 0.0,
     warmup_steps: int = 0,
-    init_value: float = 0.0,
+    init_value: ArrayLike = 0.0,
     warmup_shape: str = "linear",
 ) -> Callable:
     """Warm-up, then cosine decay from `peak` to `end_value` at step `total_steps`.
@@ -338,25 +198,17 @@ def cosine(
       Loshchilov and Hutter 2017, "SGDR: Stochastic Gradient Descent with Warm Restarts"
       (arXiv 1608.03983).
     """
-    return _warmup_then_decay(
-        "cosine",
-        peak,
-        total_steps,
-        end_value,
-        warmup_steps,
-        init_value,
-        warmup_shape,
-        lambda p, q, a, b: _decay_value(p, q, a, b, "cosine"),
-    )
+    args = (peak, total_steps, end_value, warmup_steps, init_value, warmup_shape)
+    return _warmup_then_decay("cosine", _shaped_decay("cosine"), *args)
 
 
 def polynomial(
-    peak: float,
+    peak: ArrayLike,
     total_steps: int,
-    power: float = 2.0,
-    end_value: float = 0.0,
+    power: ArrayLike = 2.0,
+    end_value: ArrayLike = 0.0,
     warmup_steps: int = 0,
-    init_value: float = 0.0,
+    init_value: ArrayLike = 0.0,
     warmup_shape: str = "linear",
 ) -> Callable:
     """Warm-up, then polynomial decay `end + (peak - end)(1 - p)^power`.
@@ -391,23 +243,15 @@ def polynomial(
     def decay_value(p, q, start, end):
         return end + (start - end) * jnp.power(q, power)
 
-    return _warmup_then_decay(
-        "polynomial",
-        peak,
-        total_steps,
-        end_value,
-        warmup_steps,
-        init_value,
-        warmup_shape,
-        decay_value,
-    )
+    args = (peak, total_steps, end_value, warmup_steps, init_value, warmup_shape)
+    return _warmup_then_decay("polynomial", decay_value, *args)
 
 
 def rsqrt(
-    peak: float,
+    peak: ArrayLike,
     warmup_steps: int = 0,
-    timescale: float | None = None,
-    init_value: float = 0.0,
+    timescale: ArrayLike | None = None,
+    init_value: ArrayLike = 0.0,
     warmup_shape: str = "linear",
 ) -> Callable:
     """Warm-up, then inverse-square-root decay (no horizon).
@@ -435,9 +279,8 @@ def rsqrt(
       Vaswani et al. 2017, "Attention Is All You Need" (arXiv 1706.03762).
     """
     where = "rsqrt"
-    peak = check_float(where, "peak", peak, 0.0)
-    warmup_steps, init_value, warmup_shape = check_warmup(
-        where, warmup_steps, init_value, peak, warmup_shape
+    peak, warmup_steps, init_value, warmup_shape = check_peak_and_warmup(
+        where, peak, warmup_steps, init_value, warmup_shape
     )
     if timescale is None:
         if warmup_steps == 0:
@@ -460,11 +303,11 @@ def rsqrt(
 
 
 def exponential(
-    peak: float,
-    half_life: float,
-    end_value: float = 0.0,
+    peak: ArrayLike,
+    half_life: ArrayLike,
+    end_value: ArrayLike = 0.0,
     warmup_steps: int = 0,
-    init_value: float = 0.0,
+    init_value: ArrayLike = 0.0,
     warmup_shape: str = "linear",
 ) -> Callable:
     """Warm-up, then exponential decay with a half-life, towards `end_value` (no horizon).
@@ -493,12 +336,11 @@ def exponential(
       Hu et al. 2024, "MiniCPM" (arXiv 2404.06395), section 6.2.
     """
     where = "exponential"
-    peak = check_float(where, "peak", peak, 0.0)
+    peak, warmup_steps, init_value, warmup_shape = check_peak_and_warmup(
+        where, peak, warmup_steps, init_value, warmup_shape
+    )
     half_life = check_float(where, "half_life", half_life, 0.0, open_min=True)
     end_value = check_float(where, "end_value", end_value, 0.0, peak)
-    warmup_steps, init_value, warmup_shape = check_warmup(
-        where, warmup_steps, init_value, peak, warmup_shape
-    )
 
     def schedule(step):
         step = _as_step(step)
@@ -510,7 +352,3 @@ def exponential(
         return _with_warmup(step, warmup_steps, init_value, peak, warmup_shape, after)
 
     return schedule
-
-
-def _check_decay_shape(where: str, shape: str, name: str = "decay_shape") -> str:
-    return check_decay_shape(where, name=name, shape=shape)

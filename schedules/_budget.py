@@ -16,23 +16,28 @@ References:
   Goyal et al. 2017, "Accurate, Large Minibatch SGD" (arXiv 1706.02677).
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable, Sequence
 
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
-from schedules._basic import _as_step, _float_dtype, _progress, _warmup_then_decay
+from schedules._common import (
+    _as_step,
+    _at_or_after,
+    _float_dtype,
+    _progress,
+    _warmup_then_decay,
+)
 from schedules._validation import check_float, check_increasing_ints, check_int
 
 
 def rex(
-    peak: float,
+    peak: ArrayLike,
     total_steps: int,
-    end_value: float = 0.0,
-    alpha: float = 0.5,
+    end_value: ArrayLike = 0.0,
+    alpha: ArrayLike = 0.5,
     warmup_steps: int = 0,
-    init_value: float = 0.0,
+    init_value: ArrayLike = 0.0,
     warmup_shape: str = "linear",
 ) -> Callable:
     """REX: the "reflected exponential" budgeted decay, per iteration.
@@ -71,18 +76,17 @@ def rex(
         s = q / (1.0 - alpha + alpha * q)  # (1 - p) / (1 - alpha p)
         return jnp.clip(end + (start - end) * s, end, start)
 
-    return _warmup_then_decay(
-        "rex", peak, total_steps, end_value, warmup_steps, init_value, warmup_shape, decay_value
-    )
+    args = (peak, total_steps, end_value, warmup_steps, init_value, warmup_shape)
+    return _warmup_then_decay("rex", decay_value, *args)
 
 
 def uba(
-    peak: float,
+    peak: ArrayLike,
     total_steps: int,
-    phi: float,
-    end_value: float = 0.0,
+    phi: ArrayLike,
+    end_value: ArrayLike = 0.0,
     warmup_steps: int = 0,
-    init_value: float = 0.0,
+    init_value: ArrayLike = 0.0,
     warmup_shape: str = "linear",
 ) -> Callable:
     """UBA: the unified budget-aware schedule with one shape parameter phi.
@@ -122,18 +126,17 @@ def uba(
         s = 2.0 * c / (2.0 * phi + (2.0 - phi) * c)
         return jnp.clip(end + (start - end) * s, end, start)
 
-    return _warmup_then_decay(
-        "uba", peak, total_steps, end_value, warmup_steps, init_value, warmup_shape, decay_value
-    )
+    args = (peak, total_steps, end_value, warmup_steps, init_value, warmup_shape)
+    return _warmup_then_decay("uba", decay_value, *args)
 
 
 def linear_scaling(
-    base_lr: float,
+    base_lr: ArrayLike,
     batch_size: int,
     base_batch_size: int = 256,
     warmup_steps: int = 0,
     decay_boundaries: Sequence[int] = (),
-    decay_factor: float = 0.1,
+    decay_factor: ArrayLike = 0.1,
 ) -> Callable:
     """The linear scaling rule with gradual warm-up, then step decay.
 
@@ -183,7 +186,7 @@ def linear_scaling(
         else:
             value = jnp.full(step.shape, target, _float_dtype())
         for b in boundaries:
-            value = jnp.where(step >= b, value * decay_factor, value)
+            value = jnp.where(_at_or_after(step, b), value * decay_factor, value)
         return value
 
     return schedule

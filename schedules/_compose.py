@@ -13,29 +13,29 @@ References:
   phase. Hagele et al. 2024 (arXiv 2405.18392): cooldowns such as 1-sqrt.
 """
 
-from __future__ import annotations
-
 import numbers
 from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
-from schedules._basic import _as_step, _check_decay_shape, _decay_value, _float_dtype, _phase
+from schedules._common import (
+    _as_step,
+    _at_or_after,
+    _decay_value,
+    _float_dtype,
+    _known,
+    _phase,
+    _shift,
+)
 from schedules._validation import (
     check_callable,
-    check_decay_end,
+    check_decay,
     check_float,
     check_increasing_ints,
     check_int,
 )
-
-
-def _shift(step, by: int):
-    """`max(step - by, 0)`; integer arithmetic for integer steps (no wrap for by >= 0)."""
-    if by >= 0:
-        return jnp.maximum(step, by) - by
-    return jnp.maximum(step + (-by), 0)
 
 
 def join(schedules: Sequence[Callable], boundaries: Sequence[int]) -> Callable:
@@ -79,7 +79,7 @@ def join(schedules: Sequence[Callable], boundaries: Sequence[int]) -> Callable:
         value = jnp.asarray(schedules[0](step), _float_dtype())
         for fn, b in zip(schedules[1:], boundaries, strict=True):
             piece = jnp.asarray(fn(_shift(step, b)), _float_dtype())
-            value = jnp.where(step >= b, piece, value)
+            value = jnp.where(_at_or_after(step, b), piece, value)
         return value
 
     return schedule
@@ -156,7 +156,7 @@ def branch(
     at_step: int,
     decay_steps: int,
     shape: str = "linear",
-    end_value: float = 0.0,
+    end_value: ArrayLike = 0.0,
 ) -> Callable:
     """Follows `base` until step k, then decays from `base(k)` to `end_value` over D steps.
 
@@ -191,14 +191,12 @@ def branch(
     base = check_callable(where, "base", base)
     at_step = check_int(where, "at_step", at_step, 0)
     decay_steps = check_int(where, "decay_steps", decay_steps, 1)
-    shape = _check_decay_shape(where, shape, "shape")
-    end_value = check_float(where, "end_value", end_value, 0.0)
-    check_decay_end(where, shape, end_value)
+    shape, end_value = check_decay(where, shape, end_value, shape_name="shape")
     try:  # the value to decay from, when the base can be evaluated concretely
         start_value = float(base(at_step))
     except (TypeError, jax.errors.JAXTypeError):
         start_value = None
-    if start_value is not None and end_value > start_value:
+    if start_value is not None and _known(end_value) and end_value > start_value:
         raise ValueError(
             f"{where}: `end_value` must be <= base(at_step) = {start_value!r} (a decay), "
             f"got {end_value!r}"
@@ -211,6 +209,6 @@ def branch(
         p, q = _phase(step, at_step, decay_steps)
         decayed = _decay_value(p, q, start, end_value, shape)
         before = jnp.asarray(base(step), dtype)
-        return jnp.where(step >= at_step, decayed, before)
+        return jnp.where(_at_or_after(step, at_step), decayed, before)
 
     return schedule

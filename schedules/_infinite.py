@@ -13,46 +13,49 @@ References:
   Singh et al. 2025, "Beyond Cosine Decay" (CoLLAs 2025, arXiv 2503.02844).
 """
 
-from __future__ import annotations
-
-import math
 from collections.abc import Callable, Sequence
 
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
-from schedules._basic import (
+from schedules._basic import cosine
+from schedules._common import (
     _as_step,
-    _check_decay_shape,
+    _at_or_after,
+    _before,
     _decay_value,
     _float_dtype,
+    _known,
     _phase,
+    _sqrt,
     _with_warmup,
-    cosine,
 )
 from schedules._compose import join
 from schedules._validation import (
     check_choice,
-    check_decay_end,
+    check_decay,
+    check_decay_shape,
     check_float,
     check_increasing_ints,
     check_int,
+    check_ints,
     check_le,
-    check_warmup,
+    check_peak_and_warmup,
 )
 
 
 def infinite(
-    peak: float,
+    peak: ArrayLike,
     warmup_steps: int,
     cooldown_steps: int,
-    constant_value: float,
+    constant_value: ArrayLike,
     anneal_start: int | None = None,
     anneal_steps: int = 0,
-    end_value: float | None = None,
+    end_value: ArrayLike | None = None,
     cooldown_shape: str = "cosine",
-    alpha: float = 10.0,
+    alpha: ArrayLike = 10.0,
     anneal_shape: str = "exponential",
-    init_value: float = 0.0,
+    init_value: ArrayLike = 0.0,
     warmup_shape: str = "linear",
 ) -> Callable:
     """The infinite schedule: warm-up, cool-down, a constant plateau, and an optional anneal.
@@ -105,20 +108,18 @@ def infinite(
       Pre-training" (arXiv 2503.02844).
     """
     where = "infinite"
-    peak = check_float(where, "peak", peak, 0.0)
-    warmup_steps, init_value, warmup_shape = check_warmup(
-        where, warmup_steps, init_value, peak, warmup_shape
+    peak, warmup_steps, init_value, warmup_shape = check_peak_and_warmup(
+        where, peak, warmup_steps, init_value, warmup_shape
     )
     cooldown_steps = check_int(where, "cooldown_steps", cooldown_steps, 0)
     constant_value = check_float(where, "constant_value", constant_value, 0.0, peak)
-    if cooldown_steps == 0 and constant_value != peak:
+    if cooldown_steps == 0 and _known(constant_value, peak) and constant_value != peak:
         raise ValueError(
             f"{where}: `cooldown_steps` must be >= 1 when constant_value < peak (the cool-down "
             f"goes from peak to constant_value), got 0"
         )
     cooldown_shape = check_choice(where, "cooldown_shape", cooldown_shape, ("cosine", "rsqrt"))
     alpha = check_float(where, "alpha", alpha, 0.0, open_min=True)
-    anneal_shape = _check_decay_shape(where, anneal_shape, "anneal_shape")
     plateau = warmup_steps + cooldown_steps
     if anneal_start is not None:
         anneal_start = check_int(where, "anneal_start", anneal_start, 0)
@@ -126,9 +127,12 @@ def infinite(
         anneal_steps = check_int(where, "anneal_steps", anneal_steps, 1)
         if end_value is None:
             end_value = 0.01 * peak
-        end_value = check_float(where, "end_value", end_value, 0.0, constant_value)
-        check_decay_end(where, anneal_shape, end_value)
-    h1 = 1.0 / math.sqrt(1.0 + alpha) - 1.0
+        anneal_shape, end_value = check_decay(
+            where, anneal_shape, end_value, constant_value, shape_name="anneal_shape"
+        )
+    else:
+        anneal_shape = check_decay_shape(where, anneal_shape, "anneal_shape")
+    h1 = 1.0 / _sqrt(1.0 + alpha) - 1.0
 
     def schedule(step):
         step = _as_step(step)
@@ -142,12 +146,12 @@ def infinite(
                 else:
                     h = 1.0 / jnp.sqrt(1.0 + alpha * p) - 1.0
                     cool = peak + (constant_value - peak) * (h / h1)
-                    cool = jnp.where(p >= 1.0, constant_value, cool)
-                value = jnp.where(s < plateau, cool, value)
+                    cool = jnp.where(q <= 0.0, constant_value, cool)
+                value = jnp.where(_before(s, plateau), cool, value)
             if anneal_start is not None:
                 p, q = _phase(s, anneal_start, anneal_steps)
                 annealed = _decay_value(p, q, constant_value, end_value, anneal_shape)
-                value = jnp.where(s >= anneal_start, annealed, value)
+                value = jnp.where(_at_or_after(s, anneal_start), annealed, value)
             return value
 
         return _with_warmup(step, warmup_steps, init_value, peak, warmup_shape, after)
@@ -156,12 +160,12 @@ def infinite(
 
 
 def rewarm(
-    peak: float,
+    peak: ArrayLike,
     task_steps: Sequence[int],
-    end_value: float | None = None,
+    end_value: ArrayLike | None = None,
     warmup_fraction: float = 0.01,
     warmup_steps: int | None = None,
-    init_value: float | None = None,
+    init_value: ArrayLike | None = None,
 ) -> Callable:
     """Re-warm and re-decay for continual pre-training: a warm-up-cosine cycle per dataset.
 
@@ -198,11 +202,7 @@ def rewarm(
     """
     where = "rewarm"
     peak = check_float(where, "peak", peak, 0.0)
-    if isinstance(task_steps, (str, bytes)) or not isinstance(task_steps, Sequence):
-        raise ValueError(f"{where}: `task_steps` must be a non-empty sequence of integers >= 2")
-    tasks = tuple(check_int(where, f"task_steps[{j}]", v, 2) for j, v in enumerate(task_steps))
-    if not tasks:
-        raise ValueError(f"{where}: `task_steps` must be a non-empty sequence of integers >= 2")
+    tasks = check_ints(where, "task_steps", task_steps, 2)
     if end_value is None:
         end_value = 0.1 * peak
     end_value = check_float(where, "end_value", end_value, 0.0, peak)
@@ -215,7 +215,14 @@ def rewarm(
         warmups = (warmup_steps,) * len(tasks)
     else:
         f = check_float(
-            where, "warmup_fraction", warmup_fraction, 0.0, 1.0, open_min=True, open_max=True
+            where,
+            "warmup_fraction",
+            warmup_fraction,
+            0.0,
+            1.0,
+            open_min=True,
+            open_max=True,
+            static=True,
         )
         warmups = tuple(min(max(1, round(f * length)), length - 1) for length in tasks)
     pieces = [

@@ -10,37 +10,46 @@ References:
   Scheduler" (arXiv 2408.13359).
 """
 
-from __future__ import annotations
-
 import math
 from collections.abc import Callable
 
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
-from schedules._basic import (
+from schedules._common import (
     _as_step,
-    _check_decay_shape,
+    _at_or_after,
+    _before,
     _decay_value,
     _elapsed,
+    _exp,
     _float_dtype,
+    _log,
+    _min,
     _phase,
     _progress,
     _warmup_value,
 )
-from schedules._validation import check_decay_end, check_float, check_int, check_le
+from schedules._validation import (
+    check_decay_end,
+    check_decay_shape,
+    check_float,
+    check_int,
+    check_le,
+)
 
 
 def power(
     batch_size: int,
     seq_len: int,
-    a: float = 4.6,
-    b: float = -0.51,
-    max_lr: float = 0.02,
+    a: ArrayLike = 4.6,
+    b: ArrayLike = -0.51,
+    max_lr: ArrayLike = 0.02,
     warmup_steps: int = 0,
     total_steps: int | None = None,
     decay_steps: int = 0,
     decay_shape: str = "linear",
-    end_value: float = 0.0,
+    end_value: ArrayLike = 0.0,
 ) -> Callable:
     """The Power scheduler: `min(max_lr, batch_size * a * n^b)` in the tokens seen n.
 
@@ -91,7 +100,7 @@ def power(
     max_lr = check_float(where, "max_lr", max_lr, 0.0, open_min=True)
     warmup_steps = check_int(where, "warmup_steps", warmup_steps, 0)
     decay_steps = check_int(where, "decay_steps", decay_steps, 0)
-    decay_shape = _check_decay_shape(where, decay_shape)
+    decay_shape = check_decay_shape(where, decay_shape)
     end_value = check_float(where, "end_value", end_value, 0.0)
     if decay_steps > 0:
         if total_steps is None:
@@ -108,12 +117,12 @@ def power(
     elif total_steps is not None:
         total_steps = check_int(where, "total_steps", total_steps, 1)
     tokens_per_step = batch_size * seq_len
-    log_scale = math.log(batch_size) + math.log(a)
+    log_scale = math.log(batch_size) + _log(a)
 
     def eta_static(t: int) -> float:
         if t <= 0:
             return max_lr
-        return min(max_lr, math.exp(log_scale + b * math.log(t * tokens_per_step)))
+        return _min(max_lr, _exp(log_scale + b * math.log(t * tokens_per_step)))
 
     warmup_target = eta_static(warmup_steps)
     if decay_steps > 0:
@@ -131,10 +140,10 @@ def power(
         if decay_steps > 0:
             p, q = _phase(step, decay_start, decay_steps)
             decayed = _decay_value(p, q, decay_from, end_value, decay_shape)
-            value = jnp.where(step >= decay_start, decayed, value)
+            value = jnp.where(_at_or_after(step, decay_start), decayed, value)
         if warmup_steps > 0:
             ramp = _warmup_value(_progress(step, 0, warmup_steps), 0.0, warmup_target, "linear")
-            value = jnp.where(step < warmup_steps, ramp, value)
+            value = jnp.where(_before(step, warmup_steps), ramp, value)
         return value
 
     return schedule

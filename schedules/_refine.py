@@ -21,15 +21,14 @@ References:
   in facebookresearch/adaptive_scheduling.
 """
 
-from __future__ import annotations
-
 import math
 from collections.abc import Callable
 
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
-from schedules._basic import _as_step, _float_dtype, _is_int
+from schedules._common import _as_step, _const, _float_dtype, _is_int, _known
 from schedules._validation import check_choice, check_float, check_int
 
 _KINDS = ("sgd", "adam")
@@ -129,7 +128,7 @@ def refined_values(
     where = "refined"
     norms = _check_norms(where, grad_norms)
     kind = check_choice(where, "kind", kind, _KINDS)
-    smoothing = check_float(where, "smoothing", smoothing, 0.0, 1.0, open_max=True)
+    smoothing = check_float(where, "smoothing", smoothing, 0.0, 1.0, open_max=True, static=True)
     n = len(norms) if resolution is None else check_int(where, "resolution", resolution, 2)
     if len(norms) < n:
         norms = _resample(norms, n)
@@ -148,7 +147,7 @@ def refined(
     grad_norms,
     kind: str = "sgd",
     smoothing: float = 0.1,
-    peak: float = 1.0,
+    peak: ArrayLike = 1.0,
     total_steps: int | None = None,
     resolution: int | None = None,
 ) -> Callable:
@@ -192,16 +191,16 @@ def refined(
     if total_steps is None:
         total_steps = len(np.asarray(grad_norms))
     total_steps = check_int(where, "total_steps", total_steps, 2)
-    table = values * peak
+    table = values * peak if _known(peak) else None  # float64 table, or scaled when traced
 
     def schedule(step):
         step = _as_step(step)
         dtype = _float_dtype()
-        lut = jnp.asarray(table, dtype)
+        lut = jnp.asarray(values, dtype) * peak if table is None else jnp.asarray(table, dtype)
         if _is_int(step) and n == total_steps:
-            return lut[jnp.clip(step, 0, n - 1)]
+            return lut[jnp.clip(step, 0, _const(step, n - 1))]
         if _is_int(step):
-            t = jnp.clip(step, 0, total_steps - 1).astype(dtype)
+            t = jnp.clip(step, 0, _const(step, total_steps - 1)).astype(dtype)
         else:
             t = jnp.clip(step.astype(dtype), 0, total_steps - 1)
         x = t * ((n - 1) / (total_steps - 1))

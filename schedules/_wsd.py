@@ -20,28 +20,29 @@ References:
   Hagele et al. 2024 (arXiv 2405.18392): the 1-sqrt cooldown.
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable, Sequence
 
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
-from schedules._basic import (
+from schedules._common import (
     _as_step,
-    _check_decay_shape,
+    _at_or_after,
     _decay_value,
+    _int_range,
     _is_int,
     _phase,
     _with_warmup,
 )
 from schedules._validation import (
     check_choice,
-    check_decay_end,
+    check_decay,
     check_float,
     check_increasing_ints,
     check_int,
+    check_ints,
     check_le,
-    check_warmup,
+    check_peak_and_warmup,
 )
 
 
@@ -55,19 +56,21 @@ def _resolve_decay_steps(where: str, total: int, decay_steps, decay_fraction) ->
         return check_int(where, "decay_steps", decay_steps, 1)
     if decay_fraction is None:
         decay_fraction = 0.1
-    decay_fraction = check_float(where, "decay_fraction", decay_fraction, 0.0, 1.0, open_min=True)
+    decay_fraction = check_float(
+        where, "decay_fraction", decay_fraction, 0.0, 1.0, open_min=True, static=True
+    )
     return max(1, round(decay_fraction * total))
 
 
 def wsd(
-    peak: float,
+    peak: ArrayLike,
     total_steps: int,
     warmup_steps: int = 0,
     decay_steps: int | None = None,
     decay_fraction: float | None = None,
     decay_shape: str = "linear",
-    end_value: float = 0.0,
-    init_value: float = 0.0,
+    end_value: ArrayLike = 0.0,
+    init_value: ArrayLike = 0.0,
     warmup_shape: str = "linear",
 ) -> Callable:
     """Warmup-stable-decay: warm-up, a constant stretch at `peak`, then a decay window.
@@ -112,14 +115,11 @@ def wsd(
       Durations" (arXiv 2405.18392): the 1-sqrt cooldown.
     """
     where = "wsd"
-    peak = check_float(where, "peak", peak, 0.0)
-    total_steps = check_int(where, "total_steps", total_steps, 1)
-    decay_shape = _check_decay_shape(where, decay_shape)
-    end_value = check_float(where, "end_value", end_value, 0.0, peak)
-    check_decay_end(where, decay_shape, end_value)
-    warmup_steps, init_value, warmup_shape = check_warmup(
-        where, warmup_steps, init_value, peak, warmup_shape
+    peak, warmup_steps, init_value, warmup_shape = check_peak_and_warmup(
+        where, peak, warmup_steps, init_value, warmup_shape
     )
+    total_steps = check_int(where, "total_steps", total_steps, 1)
+    decay_shape, end_value = check_decay(where, decay_shape, end_value, peak)
     d = _resolve_decay_steps(where, total_steps, decay_steps, decay_fraction)
     check_le(where, "warmup_steps + decay_steps", warmup_steps + d, "total_steps", total_steps)
     decay_start = total_steps - d
@@ -137,15 +137,15 @@ def wsd(
 
 
 def wsd_s(
-    peak: float,
+    peak: ArrayLike,
     checkpoints: Sequence[int],
     warmup_steps: int = 0,
     decay_fraction: float = 0.1,
     decay_steps: int | Sequence[int] | None = None,
     decay_of: str = "cycle",
     decay_shape: str = "linear",
-    end_value: float = 0.0,
-    init_value: float = 0.0,
+    end_value: ArrayLike = 0.0,
+    init_value: ArrayLike = 0.0,
     warmup_shape: str = "linear",
 ) -> Callable:
     """WSD-S: WSD whose decays are kept, training resumes from each decayed checkpoint.
@@ -194,22 +194,17 @@ def wsd_s(
       A River Valley Loss Landscape Perspective" (ICLR 2025, arXiv 2410.05192).
     """
     where = "wsd_s"
-    peak = check_float(where, "peak", peak, 0.0)
+    peak, warmup_steps, init_value, warmup_shape = check_peak_and_warmup(
+        where, peak, warmup_steps, init_value, warmup_shape
+    )
     checkpoints = check_increasing_ints(where, "checkpoints", checkpoints, 1)
     decay_of = check_choice(where, "decay_of", decay_of, ("cycle", "cumulative"))
-    decay_shape = _check_decay_shape(where, decay_shape)
-    end_value = check_float(where, "end_value", end_value, 0.0, peak)
-    check_decay_end(where, decay_shape, end_value)
-    warmup_steps, init_value, warmup_shape = check_warmup(
-        where, warmup_steps, init_value, peak, warmup_shape
-    )
+    decay_shape, end_value = check_decay(where, decay_shape, end_value, peak)
     n = len(checkpoints)
     previous = (0,) + checkpoints[:-1]
     if decay_steps is not None:
         if isinstance(decay_steps, Sequence):
-            lengths = tuple(
-                check_int(where, f"decay_steps[{j}]", v, 1) for j, v in enumerate(decay_steps)
-            )
+            lengths = check_ints(where, "decay_steps", decay_steps, 1, allow_empty=True)
             if len(lengths) != n:
                 raise ValueError(
                     f"{where}: `decay_steps` must be one int or one int per checkpoint "
@@ -219,7 +214,9 @@ def wsd_s(
             lengths = (check_int(where, "decay_steps", decay_steps, 1),) * n
         name = "decay_steps"
     else:
-        f = check_float(where, "decay_fraction", decay_fraction, 0.0, 1.0, open_min=True)
+        f = check_float(
+            where, "decay_fraction", decay_fraction, 0.0, 1.0, open_min=True, static=True
+        )
         spans = [c - c0 for c, c0 in zip(checkpoints, previous, strict=True)]
         if decay_of == "cumulative":
             spans = list(checkpoints)
@@ -237,17 +234,19 @@ def wsd_s(
 
     def schedule(step):
         step = _as_step(step)
-        ints = step.dtype if _is_int(step) else jnp.int32
-        c_arr = jnp.asarray(checkpoints, ints)
-        s_arr = jnp.asarray(starts, ints)
-        d_arr = jnp.asarray(lengths, ints)
-        # Index of the cycle the step is in: the number of checkpoints <= step.
-        j = jnp.sum(step[..., None] >= c_arr.astype(step.dtype), axis=-1)
+        # Index of the cycle the step is in: the number of checkpoints <= step (an integer
+        # step never reaches a checkpoint its dtype cannot hold).
+        reachable = checkpoints
+        if _is_int(step):
+            reachable = tuple(c for c in checkpoints if c <= _int_range(step)[1])
+        j = jnp.zeros(step.shape, jnp.int32)
+        if reachable:
+            table = jnp.asarray(reachable, step.dtype)
+            j = jnp.sum(step[..., None] >= table, axis=-1, dtype=jnp.int32)
         jc = jnp.minimum(j, n - 1)
-        start = s_arr[jc]
-        p, q = _phase(step, start.astype(step.dtype), d_arr[jc])
+        p, q = _phase(step, starts, lengths, index=jc)
         decayed = _decay_value(p, q, peak, end_value, decay_shape)
-        value = jnp.where(step >= start.astype(step.dtype), decayed, peak)
+        value = jnp.where(_at_or_after(step, starts, index=jc), decayed, peak)
         value = jnp.where(j >= n, end_value, value)
 
         def after(_):
