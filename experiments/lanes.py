@@ -356,23 +356,25 @@ class LaneSet:
         return {"lanes": [{"name": n, "overrides": o} for n, o in pairs]}
 
     def check_workdir(self, workdir: pathlib.Path, fork_parent: str = "") -> None:
-        """A resumed lanes run (or the lanes run it forks) must hold these lanes, in order."""
+        """A resumed lanes run, and the lanes run a new one forks, must hold these lanes in
+        this order (their state holds each lane's hyperparameters)."""
         mine = json.loads(json.dumps(self.record()))
-        for where, what in ((workdir, "resumes"), (pathlib.Path(fork_parent or "."), "forks")):
-            if what == "forks" and not fork_parent:
-                continue
-            path = where / LANES_FILE
-            if what == "resumes" and not path.exists():
-                continue
-            if not path.exists():
+        own = pathlib.Path(workdir) / LANES_FILE
+        if own.exists():
+            self._compare(json.loads(own.read_text()), mine, workdir, "resumes")
+        elif fork_parent:
+            parent = pathlib.Path(fork_parent) / LANES_FILE
+            if not parent.exists():
                 raise ValueError(f"fork.parent {fork_parent} is not a lanes run (no {LANES_FILE})")
-            theirs = json.loads(path.read_text())
-            if theirs != mine:
-                old = [lane["name"] for lane in theirs["lanes"]]
-                raise ValueError(
-                    f"{where} holds other lanes ({', '.join(old)}); this run {what} it with "
-                    f"{', '.join(self.names)}. Use a new workdir."
-                )
+            self._compare(json.loads(parent.read_text()), mine, fork_parent, "forks")
+
+    def _compare(self, theirs: dict, mine: dict, where, what: str) -> None:
+        if theirs != mine:
+            old = ", ".join(lane["name"] for lane in theirs["lanes"])
+            raise ValueError(
+                f"{where} holds other lanes ({old}); this run {what} it with "
+                f"{', '.join(self.names)}. Use a new workdir."
+            )
 
     def write_dirs(self, workdir: pathlib.Path, origin: dict) -> list[pathlib.Path]:
         """lanes.json and each lane's directory with its config (and lineage for a fork)."""

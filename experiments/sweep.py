@@ -254,6 +254,8 @@ def run(
 
     `stop_after` stops a vmap sweep at that step (a stand-in for a crash in tests).
     """
+    import jax
+
     from experiments import train
 
     workdir = pathlib.Path(workdir)
@@ -307,7 +309,8 @@ def run(
             lane["status"] = _status(result, summary["step"], config.steps)
         _write(workdir, record)
         return record
-    rundir.write_config(workdir, config)
+    if jax.process_index() == 0:
+        rundir.write_config(workdir, config)
     for lane in record["lanes"]:
         name = lane["name"]
         lane_dir = workdir / lanes.LANES_DIR / name

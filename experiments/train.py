@@ -146,7 +146,9 @@ def build(
     else:
         abstract_params = jax.eval_shape(workload.init_params, jax.random.PRNGKey(0))
         lane_set = lanes_lib.LaneSet.of(config, lanes, abstract_params)
-        lane_set.check_each(lambda c: entry.build(build_schedule(c), **c.optimizer.kwargs))
+        lane_set.check_each(
+            lambda c: entry.build(build_schedule(c), **c.optimizer.kwargs.to_dict())
+        )
         mesh = lane_set.mesh(mesh)
         lane_schedule = functools.partial(build_schedule, config)
         lane_optimizer = lane_set.optimizer(config, entry, lane_schedule)
