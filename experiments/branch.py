@@ -17,6 +17,10 @@ writes `lineage.json` (parent, step, config diff).
 With `--mode=wsd-s` no copies are made: the main branch itself decays before each fork step
 and resumes at the peak right after it (WSD-S, Wen et al. 2025), so the checkpoint at each k
 is a finished model and no compute is thrown away; here f is the decay's share of each cycle.
+
+When `--parent` is a sweep (`experiments.sweep`, run first with a `warmup` or `constant`
+schedule), every lane is branched: `<parent>/branches/at_<k>` is a sweep of the same lanes
+and mode, each lane decaying off its own main branch.
 """
 
 from __future__ import annotations
@@ -144,10 +148,20 @@ def run(
     end_value: float = 0.0,
     mode: str = "wsd",
 ) -> dict[str, dict]:
-    """Runs the main branch and its decays; returns {workdir: summary} of finished models."""
-    from experiments import train
+    """Runs the main branch and its decays; returns {workdir: summary} of finished models.
+
+    When `parent` is a sweep (`experiments.sweep`), the main branch is that sweep and every
+    branch is a sweep of the same lanes and mode: each lane decays off its own main branch
+    (in vmap mode all lanes fork together from the sweep's stacked checkpoint). Its summaries
+    are the sweeps' records (sweep.json).
+    """
+    from experiments import sweep, train
 
     parent_dir = pathlib.Path(parent)
+    train_fn = train.train
+    if sweep.is_sweep(parent_dir):
+        grid, lane_mode = sweep.grid_of(parent_dir)
+        train_fn = lambda c, workdir: sweep.run(c, workdir, grid, lane_mode)
     at = sorted({int(k) for k in at})
     check_branch_arguments(at, decay_fraction, shape, end_value)
     if config is None:
@@ -157,13 +171,13 @@ def run(
         if config.schedule.name == "wsd_s":
             raise ValueError(f"{parent} is a WSD-S run; extend it with its original --config")
     main = main_config(config, at, mode, decay_fraction, shape)
-    results = {str(parent_dir): train.train(main, parent_dir)}
+    results = {str(parent_dir): train_fn(main, parent_dir)}
     if mode == "wsd-s":
         return results  # the checkpoints at `at` are the decayed models
     for k in at:
         workdir = parent_dir / "branches" / f"at_{k}"
         child = branch_config(main, str(parent_dir), k, decay_fraction, shape, end_value)
-        results[str(workdir)] = train.train(child, workdir)
+        results[str(workdir)] = train_fn(child, workdir)
     return results
 
 
@@ -192,6 +206,10 @@ def main(argv, holders: dict, overrides=None) -> None:
 
     results = cli.run_reporting_errors(run_all)
     for workdir, summary in results.items():
+        if "lanes" in summary:  # a sweep's record
+            lanes = [{k: lane[k] for k in ("name", "step", "eval")} for lane in summary["lanes"]]
+            print(json.dumps({"workdir": workdir, "lanes": lanes}))
+            continue
         print(json.dumps({"workdir": workdir, "step": summary["step"], "eval": summary["eval"]}))
     sys.stdout.flush()
 

@@ -7,12 +7,20 @@ included with it. Writes `report.md` (one row per run: steps, examples seen, fin
 metrics, whether the workload's target was reached) and `loss.png` (train and eval loss
 against steps and against examples seen) and `lr.png` (the learning rate applied) to `--out`.
 A branch's curves start at its fork point; the main branch is drawn dashed.
+
+A sweep directory (`experiments.sweep`, with `sweep.json`) gets its own section: a table of
+the final eval metrics per configuration with mean and spread (sample standard deviation)
+over seeds and the lanes that diverged, the best configuration by the workload's target
+metric, a heat map of that metric over the first two swept keys (`<name>_heatmap.png`), and
+the eval and train loss curves of the best lanes (`<name>_curves.png`); the sweeps branched
+off it (`branches/at_<k>`) follow it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import pathlib
 from collections.abc import Sequence
 
@@ -135,17 +143,227 @@ def figures(runs: list[dict], out: pathlib.Path) -> list[pathlib.Path]:
     return [loss_path, lr_path]
 
 
+# Sweeps --------------------------------------------------------------------------------------
+
+
+def _sweeps(workdir: pathlib.Path) -> list[pathlib.Path]:
+    """A sweep and, after it, the sweeps that branch off it (`branches/at_<k>`)."""
+    found = [workdir]
+    branches = workdir / "branches"
+    if branches.is_dir():
+        more = [p for p in branches.iterdir() if (p / "sweep.json").exists()]
+        found += sorted(more, key=lambda p: int(p.name.split("_")[-1]))
+    return found
+
+
+def _target(config: dict) -> tuple[str, str]:
+    """(metric, mode) of the workload's target; eval_loss and min when it cannot be built."""
+    try:
+        import ml_collections
+
+        from experiments import workloads
+
+        target = workloads.make(ml_collections.ConfigDict(config["workload"])).target
+        return target.metric, target.mode
+    except Exception:  # a report must not fail on a workload it cannot rebuild
+        return "eval_loss", "min"
+
+
+def _configurations(record: dict) -> list[dict]:
+    """The lanes grouped by their swept values (the seed left out), in grid order."""
+    groups: dict[tuple, dict] = {}
+    for lane in record["lanes"]:
+        point = tuple((k, json.dumps(lane["overrides"].get(k))) for k in record["keys"])
+        group = groups.setdefault(
+            point,
+            {"values": {k: lane["overrides"].get(k) for k in record["keys"]}, "lanes": []},
+        )
+        group["lanes"].append(lane)
+    return list(groups.values())
+
+
+def _stats(lanes: list[dict], metric: str) -> tuple[float, float, int]:
+    """(mean, spread, number diverged) of a metric over lanes; spread = sample std (0 for 1)."""
+    values = [lane["eval"].get(metric) for lane in lanes]
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return math.nan, math.nan, len(values)
+    mean = sum(finite) / len(finite)
+    var = sum((v - mean) ** 2 for v in finite) / max(len(finite) - 1, 1)
+    return mean, math.sqrt(var), len(values) - len(finite)
+
+
+def summarize_sweep(workdir: pathlib.Path) -> dict:
+    record = json.loads((workdir / "sweep.json").read_text())
+    config = json.loads((workdir / "config.json").read_text())
+    metric, mode = _target(config)
+    groups = _configurations(record)
+    metrics = sorted({k for lane in record["lanes"] for k in lane["eval"]})
+    for group in groups:
+        group["stats"] = {m: _stats(group["lanes"], m) for m in metrics}
+    ranked = [g for g in groups if math.isfinite(g["stats"].get(metric, (math.nan,))[0])]
+    ranked.sort(key=lambda g: g["stats"][metric][0] * (1 if mode == "min" else -1))
+    lanes = [lane for lane in record["lanes"] if lane["eval"].get(metric) is not None]
+    lanes.sort(key=lambda lane: lane["eval"][metric] * (1 if mode == "min" else -1))
+    return {
+        "workdir": workdir,
+        "record": record,
+        "metric": metric,
+        "mode": mode,
+        "metrics": metrics,
+        "groups": groups,
+        "best": ranked[0] if ranked else None,
+        "best_lanes": lanes,
+    }
+
+
+def _short(key: str) -> str:
+    return key.split(".")[0] if key.endswith(".name") else key.split(".")[-1]
+
+
+def sweep_table(sweep: dict) -> str:
+    keys = sweep["record"]["keys"]
+    header = [_short(k) for k in keys] + ["seeds"]
+    header += [f"{m} (mean ± sd)" for m in sweep["metrics"]] + ["diverged"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for group in sweep["groups"]:
+        cells = [str(group["values"][k]) for k in keys] + [str(len(group["lanes"]))]
+        for m in sweep["metrics"]:
+            mean, spread, _ = group["stats"][m]
+            cells.append("diverged" if math.isnan(mean) else f"{mean:.4g} ± {spread:.2g}")
+        diverged = max(group["stats"][m][2] for m in sweep["metrics"]) if sweep["metrics"] else 0
+        cells.append(f"{diverged}/{len(group['lanes'])}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _best_line(sweep: dict) -> str:
+    best = sweep["best"]
+    if best is None:
+        return f"No configuration has a finite {sweep['metric']}."
+    point = ", ".join(f"{k}={v}" for k, v in best["values"].items()) or "(the base config)"
+    mean, spread, _ = best["stats"][sweep["metric"]]
+    return (
+        f"Best configuration ({sweep['metric']}, {sweep['mode']} of the mean over seeds): "
+        f"{point}: {mean:.4g} ± {spread:.2g} over {len(best['lanes'])} seed(s)."
+    )
+
+
+def sweep_figures(sweep: dict, out: pathlib.Path, prefix: str, top: int = 5) -> list:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    keys = sweep["record"]["keys"]
+    if len(keys) >= 2:
+        # Rows: the first swept key, columns: the second; other keys at their best.
+        rows = _ordered({json.dumps(g["values"][keys[0]]) for g in sweep["groups"]})
+        cols = _ordered({json.dumps(g["values"][keys[1]]) for g in sweep["groups"]})
+        sign = 1 if sweep["mode"] == "min" else -1
+        grid = [[math.nan] * len(cols) for _ in rows]
+        for g in sweep["groups"]:
+            r = rows.index(json.dumps(g["values"][keys[0]]))
+            c = cols.index(json.dumps(g["values"][keys[1]]))
+            mean = g["stats"][sweep["metric"]][0]
+            if not math.isnan(mean) and (math.isnan(grid[r][c]) or sign * mean < sign * grid[r][c]):
+                grid[r][c] = mean
+        fig, axis = plt.subplots(figsize=(1.2 * len(cols) + 3, 0.6 * len(rows) + 2))
+        image = axis.imshow(grid, cmap="viridis" if sign > 0 else "viridis_r", aspect="auto")
+        for r, row in enumerate(grid):
+            for c, value in enumerate(row):
+                text = "div." if math.isnan(value) else f"{value:.3g}"
+                axis.text(c, r, text, ha="center", va="center", color="w", fontsize=8)
+        axis.set_xticks(range(len(cols)), [json.loads(c) for c in cols])
+        axis.set_yticks(range(len(rows)), [json.loads(r) for r in rows])
+        axis.set_xlabel(keys[1])
+        axis.set_ylabel(keys[0])
+        others = f"; {', '.join(keys[2:])} at their best" if len(keys) > 2 else ""
+        axis.set_title(f"{sweep['metric']}, mean over seeds{others}", fontsize=9)
+        fig.colorbar(image, ax=axis)
+        fig.tight_layout()
+        path = out / f"{prefix}heatmap.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(path)
+    fig, axis = plt.subplots(figsize=(7, 4.5))
+    for lane in sweep["best_lanes"][:top]:
+        run = summarize(sweep["workdir"] / "lanes" / lane["name"])
+        steps = [r["step"] for r in run["eval"] if "eval_loss" in r]
+        (line,) = axis.plot(
+            steps,
+            [r["eval_loss"] for r in run["eval"] if "eval_loss" in r],
+            marker=".",
+            label=lane["name"],
+        )
+        axis.plot(
+            [r["step"] for r in run["train"]],
+            [r["loss"] for r in run["train"]],
+            color=line.get_color(),
+            alpha=0.3,
+            lw=0.8,
+        )
+    axis.set_xlabel("step")
+    axis.set_ylabel("eval loss (train loss faint)")
+    axis.set_title(f"the {min(top, len(sweep['best_lanes']))} best lanes by {sweep['metric']}")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)
+    fig.tight_layout()
+    path = out / f"{prefix}curves.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return paths + [path]
+
+
+def _ordered(values: set[str]) -> list[str]:
+    """JSON-encoded values, numbers in numeric order, anything else after them by text."""
+    decoded = [(json.loads(v), v) for v in values]
+    numbers = sorted((d, v) for d, v in decoded if isinstance(d, int | float))
+    rest = sorted(v for d, v in decoded if not isinstance(d, int | float))
+    return [v for _, v in numbers] + rest
+
+
+def sweep_section(workdir: pathlib.Path, out: pathlib.Path, prefix: str) -> list[str]:
+    sweep = summarize_sweep(workdir)
+    record = sweep["record"]
+    seeds = len({lane["seed"] for lane in record["lanes"]})
+    text = [
+        f"## Sweep {workdir} ({record['mode']}, {len(record['lanes'])} lanes, {seeds} seed(s))",
+        "",
+        sweep_table(sweep),
+        "",
+        _best_line(sweep),
+        "",
+    ]
+    try:
+        paths = sweep_figures(sweep, out, prefix)
+        text += [f"![{p.stem}]({p.name})" for p in paths] + [""]
+    except ImportError:
+        text.append("(figures need matplotlib: `pip install -e .[plots]`)")
+    return text
+
+
 def report(workdirs: Sequence[str], out: str | pathlib.Path) -> pathlib.Path:
     """Writes report.md and the figures to `out`; returns the path of report.md."""
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    runs = [summarize(w) for w in expand(workdirs)]
-    text = ["# Report", "", table(runs), ""]
-    try:
-        paths = figures(runs, out)
-        text += [f"![{p.stem}]({p.name})" for p in paths]
-    except ImportError:
-        text.append("(figures need matplotlib: `pip install -e .[plots]`)")
+    sweeps = [pathlib.Path(w) for w in workdirs if (pathlib.Path(w) / "sweep.json").exists()]
+    plain = [w for w in workdirs if pathlib.Path(w) not in sweeps]
+    text = ["# Report", ""]
+    if plain:
+        runs = [summarize(w) for w in expand(plain)]
+        text += [table(runs), ""]
+        try:
+            paths = figures(runs, out)
+            text += [f"![{p.stem}]({p.name})" for p in paths] + [""]
+        except ImportError:
+            text.append("(figures need matplotlib: `pip install -e .[plots]`)")
+    for i, sweep in enumerate(sweeps):
+        for j, workdir in enumerate(_sweeps(sweep)):
+            text += sweep_section(
+                workdir, out, f"sweep{i}_{j}_" if len(sweeps) > 1 else f"sweep{j}_"
+            )
     path = out / "report.md"
     path.write_text("\n".join(text) + "\n")
     return path

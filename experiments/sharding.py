@@ -121,15 +121,16 @@ def shard_batch(batch, mesh: Mesh):
     In multi-process runs every process holds the same global batch (data order is a
     function of the step), so each process contributes the rows of its own devices.
     """
-    return _place(batch, batch_sharding(mesh))
+    return place(batch, batch_sharding(mesh))
 
 
 def replicate(tree, mesh: Mesh):
     """Places host arrays (e.g. the eval set) whole on every device of the mesh."""
-    return _place(tree, replicated(mesh))
+    return place(tree, replicated(mesh))
 
 
-def _place(tree, sharding: NamedSharding):
+def place(tree, sharding: NamedSharding):
+    """Places host arrays as `sharding` says; each process contributes its devices' parts."""
     if jax.process_count() == 1:
         return jax.device_put(tree, sharding)
     return jax.tree.map(

@@ -17,26 +17,39 @@ extra arguments its update takes (MoMo's loss, SAM's gradient function) and
 A run directory holds `config.json` (`experiments.rundir`), `metrics.jsonl` and TensorBoard
 events (`experiments.metrics`), `checkpoints/` and, for forks, `lineage.json`
 (`experiments.checkpointing`).
+
+Lanes: `build(config, lanes={name: overrides})` makes the same step for many lanes at once
+(`experiments.lanes`): the per-run step under `jax.vmap` over a leading lane axis of params and
+optimizer state, each lane with its own seed, data order and swept hyperparameters (held in
+the optimizer state by `optax.inject_hyperparams`). `train(config, workdir, lanes=...)` runs
+that program in this same loop; each lane gets its own metrics stream under
+`<workdir>/lanes/<name>/`, one checkpoint holds every lane's state, and a lane whose loss
+stops being finite is reported and left to run (the others go on; all of them non-finite
+stops the run as a single run stops).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import pathlib
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 import optlib.registry
 import schedules
 import schedules.registry
 from experiments import checkpointing, metrics, rundir, sharding, workloads
+from experiments import lanes as lanes_lib
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -47,12 +60,14 @@ class Interrupted(KeyboardInterrupt):
     """Training was interrupted (Ctrl-C); the message says where and how to resume."""
 
 
-def build_schedule(config: ml_collections.ConfigDict):
+def build_schedule(config: ml_collections.ConfigDict, kwargs: dict | None = None):
     """`config.schedule`, built with the run's `steps` where it takes a total, then branched.
 
+    `kwargs` replaces `config.schedule.kwargs` (a lane's, whose swept values may be traced).
     A bad name or argument is a ValueError that names the config keys to change.
     """
-    name, kwargs = config.schedule.name, config.schedule.kwargs.to_dict()
+    name = config.schedule.name
+    kwargs = config.schedule.kwargs.to_dict() if kwargs is None else dict(kwargs)
     schedules.registry.check_kwargs(name, kwargs)
     try:
         base = schedules.registry.build(name, total_steps=config.steps, **kwargs)
@@ -79,7 +94,8 @@ class Program:
 
     `abstract_state` holds ShapeDtypeStructs that carry the state's shardings, so the step
     can be lowered and compiled ahead of time (`experiments.aot`) and checkpoints restored
-    straight into place.
+    straight into place. A lanes program (`lanes` set) stacks every lane on a leading axis of
+    params, optimizer state, batches, metrics and eval metrics.
     """
 
     workload: workloads.Workload
@@ -92,18 +108,32 @@ class Program:
     init: Any  # init(params or None) -> a sharded state
     step_fn: Any  # jitted (state, batch) -> (state, metrics); donates the state
     eval_fn: Any  # jitted (state, eval_batch) -> metrics, at the optimizer's eval params
+    host_batch: Any = None  # step -> host batch (default: the workload's)
+    lanes: lanes_lib.LaneSet | None = None
+
+    def batch(self, step: int) -> dict:
+        """The training batch of `step`, placed on the mesh."""
+        host = self.workload.batch(step) if self.host_batch is None else self.host_batch(step)
+        return sharding.place(host, self.batch_sharding)
 
     def abstract_batch(self) -> dict:
+        host = self.workload.batch(0) if self.host_batch is None else self.host_batch(0)
         return jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.batch_sharding),
-            self.workload.batch(0),
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.batch_sharding), host
         )
 
 
 def build(
-    config: ml_collections.ConfigDict, devices=None, *, learning_rate_in_state: bool = False
+    config: ml_collections.ConfigDict,
+    devices=None,
+    lanes: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    learning_rate_in_state: bool = False,
 ) -> Program:
     """The workload, mesh, optimizer, schedule, shardings and jitted functions of `config`.
+
+    With `lanes` ({name: dotted overrides}, see `experiments.lanes`) the program trains every
+    lane at once: the same step, vmapped over a leading lane axis.
 
     With `learning_rate_in_state` the learning rate is not the schedule's but a value in the
     optimizer state (`optax.inject_hyperparams`, at `opt_state.hyperparams["learning_rate"]`,
@@ -112,54 +142,76 @@ def build(
     """
     workload = workloads.make(config.workload)
     mesh = sharding.make_mesh(config.mesh.to_dict(), devices)
-    sharding.check_batch_size(workload.batch_size, mesh, config.microbatches)
     entry = optlib.registry.get(config.optimizer.name)
     entry.check_kwargs(config.optimizer.kwargs)
     schedule = build_schedule(config)
+    lane_set = None
     kwargs = config.optimizer.kwargs.to_dict()
-    optimizer = entry.build(schedule, **kwargs)
-    inner = lambda opt_state: opt_state
-    if learning_rate_in_state:
+    if lanes is not None and learning_rate_in_state:
+        raise ValueError("learning_rate_in_state does not combine with lanes")
+    if lanes is None and not learning_rate_in_state:
+        optimizer = entry.build(schedule, **kwargs)
+        inner = lambda opt_state: opt_state
+        lr_of = lambda old, new, step: entry.applied_lr(new, schedule(step))
+    elif lanes is None:
         optimizer = optax.inject_hyperparams(
             lambda learning_rate: entry.build(learning_rate, **kwargs)
         )(learning_rate=float(schedule(0)))
         inner = lambda opt_state: opt_state.inner_state
+        # The rate this update applied, read from the state before the update.
+        lr_of = lambda old, new, step: entry.applied_lr(
+            new.inner_state, old.hyperparams["learning_rate"]
+        )
+    else:
+        abstract_params = jax.eval_shape(workload.init_params, jax.random.PRNGKey(0))
+        lane_set = lanes_lib.LaneSet.of(config, lanes, abstract_params)
+        lane_set.check_each(
+            lambda c: entry.build(build_schedule(c), **c.optimizer.kwargs.to_dict())
+        )
+        mesh = lane_set.mesh(mesh)
+        lane_schedule = functools.partial(build_schedule, config)
+        lane_optimizer = lane_set.optimizer(config, entry, lane_schedule)
+        optimizer = lane_optimizer(lane_set.hyperparams)  # its update reads the lane's state
+        inner = lambda opt_state: opt_state.inner_state
+        lr_of = lambda old, new, step: entry.applied_lr(
+            new.inner_state, lane_set.schedule(config, new.hyperparams, lane_schedule)(step)
+        )
+    sharding.check_batch_size(workload.batch_size, mesh, config.microbatches)
 
-    def init_state(params):
-        return {
-            "step": jnp.zeros((), jnp.int32),
-            "params": params,
-            "opt_state": optimizer.init(params),
-        }
+    def init_state(params, opt=optimizer):
+        return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": opt.init(params)}
 
     def init_fresh():
         return init_state(workload.init_params(jax.random.PRNGKey(config.seed)))
 
+    replicated = sharding.replicated(mesh)
     # The state is never materialised unsharded: shapes first, then shardings from the FSDP
     # rule, then a jitted init that writes each shard where it belongs.
-    abstract = jax.eval_shape(init_fresh)
-    state_shardings = sharding.tree_shardings(abstract, mesh)
+    if lane_set is None:
+        abstract = jax.eval_shape(init_fresh)
+        state_shardings = sharding.tree_shardings(abstract, mesh)
+        fresh = jax.jit(init_fresh, out_shardings=state_shardings)
+        around = jax.jit(init_state, out_shardings=state_shardings)
+        init = lambda params: fresh() if params is None else around(params)
+        batch_sharding = sharding.batch_sharding(mesh)
+    else:
+        keys, hyperparams = lane_set.init_inputs()
+
+        def init_lane(key, lane_hyperparams):
+            return init_state(workload.init_params(key), lane_optimizer(lane_hyperparams))
+
+        init_lanes = jax.vmap(init_lane, out_axes=lanes_lib.STATE_AXES)
+        per_lane = jax.eval_shape(init_lane, keys[0], jax.tree.map(lambda x: x[0], hyperparams))
+        abstract = jax.eval_shape(init_lanes, keys, hyperparams)
+        state_shardings = lane_set.state_shardings(per_lane, mesh)
+        fresh = jax.jit(init_lanes, out_shardings=state_shardings)
+        init = lambda params: fresh(keys, hyperparams)  # LaneSet.of refuses init_params_from
+        batch_sharding = lane_set.batch_sharding(mesh)
     abstract = checkpointing.abstract_with_shardings(abstract, state_shardings)
-    fresh = jax.jit(init_fresh, out_shardings=state_shardings)
-    around = jax.jit(init_state, out_shardings=state_shardings)
-
-    batch_sharding = sharding.batch_sharding(mesh)
-    replicated = sharding.replicated(mesh)
-
-    def train_step(state, batch):
-        # The mesh is visible while tracing, so workloads can constrain shardings (the LM
-        # gathers its FSDP-split embedding table whole at the lookup).
-        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
-            return _train_step(state, batch)
 
     value_and_grad = accumulated_value_and_grad(
         workload.loss, config.microbatches, sharding.microbatch_sharding(mesh)
     )
-
-    def applied_lr(old_opt_state, opt_state, step):
-        if learning_rate_in_state:  # the rate this update applied, read before the update
-            return entry.applied_lr(inner(opt_state), old_opt_state.hyperparams["learning_rate"])
-        return entry.applied_lr(opt_state, schedule(step))
 
     def _train_step(state, batch):
         params = state["params"]
@@ -175,12 +227,29 @@ def build(
             "grad_norm": optax.tree.norm(grads),
             "update_norm": optax.tree.norm(updates),
             "param_norm": optax.tree.norm(params),
-            "lr": jnp.asarray(
-                applied_lr(state["opt_state"], opt_state, state["step"]), jnp.float32
-            ),
+            "lr": jnp.asarray(lr_of(state["opt_state"], opt_state, state["step"]), jnp.float32),
         }
         new_state = {"step": state["step"] + 1, "params": params, "opt_state": opt_state}
         return new_state, step_metrics
+
+    def eval_step(state, batch):
+        params = entry.eval_params(inner(state["opt_state"]), state["params"])
+        return workload.eval_metrics(params, batch)
+
+    if lane_set is not None:
+        # Sharding constraints inside the step (the LM's gathered embedding table) get the
+        # lane axis split over `lanes` rather than replicated.
+        axes = lanes_lib.STATE_AXES
+        _train_step = jax.vmap(
+            _train_step, in_axes=(axes, 0), out_axes=(axes, 0), spmd_axis_name=lanes_lib.AXIS
+        )
+        eval_step = jax.vmap(eval_step, in_axes=(axes, None), spmd_axis_name=lanes_lib.AXIS)
+
+    def train_step(state, batch):
+        # The mesh is visible while tracing, so workloads can constrain shardings (the LM
+        # gathers its FSDP-split embedding table whole at the lookup).
+        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+            return _train_step(state, batch)
 
     step_fn = jax.jit(
         train_step,
@@ -188,10 +257,6 @@ def build(
         out_shardings=(state_shardings, replicated),
         donate_argnums=0,
     )
-
-    def eval_step(state, batch):
-        params = entry.eval_params(inner(state["opt_state"]), state["params"])
-        return workload.eval_metrics(params, batch)
 
     return Program(
         workload=workload,
@@ -201,9 +266,11 @@ def build(
         abstract_state=abstract,
         state_shardings=state_shardings,
         batch_sharding=batch_sharding,
-        init=lambda params: fresh() if params is None else around(params),
+        init=init,
         step_fn=step_fn,
         eval_fn=jax.jit(eval_step, out_shardings=replicated),
+        host_batch=None if lane_set is None else lane_set.host_batches(workloads.make),
+        lanes=lane_set,
     )
 
 
@@ -248,6 +315,7 @@ def train(
     devices=None,
     stop_after: int | None = None,
     return_state: bool = False,
+    lanes: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Trains `config` in `workdir`; returns a summary (final step, last eval metrics, origin).
 
@@ -259,16 +327,22 @@ def train(
         for a crash in tests of resumption.
       return_state: also return the final (sharded, live) state under "state". Off by default,
         so a study holding many summaries does not keep every run's arrays alive.
+      lanes: {name: dotted overrides}: train these lanes as one program (`experiments.lanes`).
+        The summary then has "lanes": {name: {"eval", "target_reached"}} instead of "eval"
+        and "target_reached".
 
     Raises:
       NonFiniteLossError: the loss became NaN or infinite (the message names the step and
-        the last good checkpoint).
+        the last good checkpoint); with lanes, when it has in every lane.
       Interrupted: Ctrl-C; the message names the step reached and the checkpoint to resume.
     """
     workdir = pathlib.Path(workdir)
     rundir.check_config(workdir, config)
     # Everything that can fail on a bad config fails here, before the workdir exists.
-    program = build(config, devices)
+    program = build(config, devices, lanes)
+    lane_set = program.lanes
+    if lane_set is not None:
+        lane_set.check_workdir(workdir, config.fork.parent)
     workdir.mkdir(parents=True, exist_ok=True)
     is_main_process = jax.process_index() == 0
     workload, mesh = program.workload, program.mesh
@@ -288,67 +362,91 @@ def train(
         init_params_from=config.init_params_from or None,
         lineage=rundir.lineage_fields(config),
     )
+    names = ("",) if lane_set is None else lane_set.names
+    run_dirs = [workdir] if lane_set is None else lane_set.dirs(workdir)
     if is_main_process:
         rundir.write_config(workdir, config)
+        if lane_set is not None:
+            lane_set.write_dirs(workdir, origin)
+        num_params = rundir.num_params(program.abstract_state)
+        shown = ""
+        if lane_set is not None:
+            num_params //= len(lane_set)
+            shown = f", {len(lane_set)} lanes"
         print(
-            f"{config.workload.name}: {rundir.num_params(program.abstract_state):,} params, "
+            f"{config.workload.name}: {num_params:,} params, "
             f"optimizer {config.optimizer.name}, schedule {config.schedule.name}, "
-            f"mesh {dict(mesh.shape)}, start {origin}",
+            f"mesh {dict(mesh.shape)}{shown}, start {origin}",
             file=sys.stderr,
         )
     eval_batch = sharding.replicate(workload.eval_batch(), mesh)
-    writer = metrics.Writer(workdir, enabled=is_main_process)
+    writers = [metrics.Writer(d, enabled=is_main_process) for d in run_dirs]
     start = int(state["step"])
     progress = metrics.progress(start, config.steps, config.progress_bar and is_main_process)
     # XLA:CPU can deadlock when several steps with collectives are in flight (DESIGN.md):
     # on the CPU backend wait for every step; elsewhere only when logging.
     sync_every = 1 if jax.default_backend() == "cpu" else config.log_every
-    last_eval: dict[str, float] = {}
+    last_eval: list[dict[str, float]] = []
+    non_finite: set[int] = set()  # lanes whose loss has stopped being finite
     done = start
 
+    def per_lane(values: dict) -> list[dict[str, float]]:
+        """{key: scalar or [lanes]} -> one {key: float} per lane."""
+        columns = {k: np.asarray(v, np.float64).reshape(-1) for k, v in values.items()}
+        return [{k: float(c[i]) for k, c in columns.items()} for i in range(len(names))]
+
     def evaluate(step):
-        result = {k: float(v) for k, v in program.eval_fn(state, eval_batch).items()}
-        writer.write({"split": "eval", "step": step, **result})
-        return result
+        results = per_lane(program.eval_fn(state, eval_batch))
+        for writer, result in zip(writers, results, strict=True):
+            writer.write({"split": "eval", "step": step, **result})
+        return results
 
     def close():
         progress.close()
         checkpointer.close()
-        writer.close()
+        for writer in writers:
+            writer.close()
 
     tic = time.perf_counter()
     try:
         for step in range(start, config.steps):
             if stop_after is not None and step >= stop_after:
                 break
-            batch = sharding.shard_batch(workload.batch(step), mesh)
-            state, step_metrics = program.step_fn(state, batch)
+            state, step_metrics = program.step_fn(state, program.batch(step))
             done = step + 1
             final = done == config.steps
             log = done % config.log_every == 0 or final
             # The loss is checked before any checkpoint is written, so a non-finite state is
-            # never saved over the last good one.
+            # never saved over the last good one (with lanes: unless some lanes are finite).
             if done % sync_every == 0 or log or checkpointer.should_save(done):
-                loss = float(step_metrics["loss"])
-                if not math.isfinite(loss):
+                losses = np.asarray(step_metrics["loss"], np.float64).reshape(-1)
+                bad = set(np.flatnonzero(~np.isfinite(losses)).tolist())
+                if len(bad) == len(losses):
                     checked = "" if sync_every == 1 else f" (checked every {sync_every} steps)"
+                    where = "" if lane_set is None else f" in all {len(losses)} lanes"
                     raise NonFiniteLossError(
-                        f"loss is {loss} at step {done}{checked} ({config.workload.name}, "
-                        f"{config.optimizer.name}); training stopped. Last good checkpoint: "
-                        f"{_checkpoint_name(checkpointer)}"
+                        f"loss is {losses[0]}{where} at step {done}{checked} "
+                        f"({config.workload.name}, {config.optimizer.name}); training "
+                        f"stopped. Last good checkpoint: {_checkpoint_name(checkpointer)}"
                     )
+                for i in sorted(bad - non_finite):
+                    print(
+                        f"lane {names[i]}: loss is {losses[i]} at step {done}; the other lanes "
+                        "go on",
+                        file=sys.stderr,
+                    )
+                non_finite |= bad
             if log:
                 # `step` counts the updates applied, as in eval records; the loss is that of
                 # this update's batch, taken at the params before the update.
-                record = {k: float(v) for k, v in step_metrics.items()}
-                record.update(
-                    split="train",
-                    step=done,
-                    examples=done * workload.examples_per_step(),
-                    seconds=time.perf_counter() - tic,
-                )
-                writer.write(record)
-                progress.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
+                seconds = time.perf_counter() - tic
+                examples = done * workload.examples_per_step()
+                records = per_lane(step_metrics)
+                for writer, record in zip(writers, records, strict=True):
+                    record.update(split="train", step=done, examples=examples, seconds=seconds)
+                    writer.write(record)
+                best = min((r["loss"] for r in records if math.isfinite(r["loss"])), default=None)
+                progress.set_postfix(loss=f"{best:.4f}", refresh=False)
             if final or (config.eval_every and done % config.eval_every == 0):
                 last_eval = evaluate(done)
             progress.update(1)
@@ -365,12 +463,15 @@ def train(
         close()
         raise
     close()
-    summary = {
-        "step": int(state["step"]),
-        "eval": last_eval,
-        "origin": origin,
-        "target_reached": bool(last_eval) and workload.target.reached(last_eval),
-    }
+    results = [
+        {"eval": e, "target_reached": bool(e) and workload.target.reached(e)}
+        for e in last_eval or [{} for _ in names]
+    ]
+    summary: dict[str, Any] = {"step": int(state["step"]), "origin": origin}
+    if lane_set is None:
+        summary.update(results[0])
+    else:
+        summary["lanes"] = dict(zip(names, results, strict=True))
     if return_state:
         summary["state"] = state
     return summary
