@@ -321,7 +321,7 @@ def train(
         for step in range(start, config.steps):
             if stop_after is not None and step >= stop_after:
                 break
-            batch = sharding.shard_batch(workload.batch(step), mesh)
+            batch = sharding.shard_step_batch(workload, step, mesh)
             state, step_metrics = program.step_fn(state, batch)
             done = step + 1
             final = done == config.steps
