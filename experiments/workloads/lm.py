@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 
 import flax.linen as nn
 import jax
@@ -234,6 +235,7 @@ class CharLM(Workload):
         if data:
             from experiments.data import TokenCorpus
 
+            data = os.path.expanduser(data)  # '~/optlib-data/NAME' on every TPU worker
             self.corpus = TokenCorpus(data, self.context, self.seed)
             data_vocab = self.corpus.vocab_size
             where = f"the manifest of {data}"
