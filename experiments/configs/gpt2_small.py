@@ -8,10 +8,12 @@
         --config.workload.data=data/mycorpus
 
 Parameters: 124,448,256 with GPT-2's vocabulary (50,257 padded to 50,304; tied embeddings),
-86,011,392 with the byte tokenizer (vocabulary 256). Per-device memory from
-`python -m experiments.aot --config=experiments/configs/gpt2_small.py --mesh=data:1,fsdp:8
+86,011,392 with the byte tokenizer (vocabulary 256). Memory per device, from `python -m
+experiments.aot --config=experiments/configs/gpt2_small.py --mesh=data:1,fsdp:8
 --topology=v5e:2x4 --config.workload.vocab_size=50257` (libtpu 0.0.42.1, compiled on a CPU
-machine): see BENCHMARKS.md, "GPT-2-class presets".
+machine): v5e-8 (FSDP over 8 chips) 10.00 GiB of 16 (state 0.17 GiB, temporaries 9.80 GiB),
+fits with 4.40 GiB to spare after a 10% reserve; v4-8 (`--topology=v4:2x2x1`, 4 chips) 19.88
+GiB of 32. At batch 256 it needs 20.1 GiB on a v5e-8 and does not fit (see BENCHMARKS.md).
 
 Shared setting of the GPT-2-class presets (also gpt2_medium, lm_1b): pre-LN decoder with learned
 positions, tied embeddings, the vocabulary padded to a multiple of 128, layers stacked with
@@ -21,17 +23,24 @@ constant learning rate (the main branch of a WSD run: decays come from `experime
 FSDP over every device. Without `--config.workload.data` the pydoc character text stands in
 (a smoke test only).
 
-Runtime: not run here (no TPU). The 6N + attention formula gives 8.5e8 FLOPs per token, so the
-10,000 steps of 262,144 tokens (2.6e9 tokens) cost 2.2e18 FLOPs: about 1 hour on a v5e-8
-(8 x 197 bf16 TFLOP/s) at 40% MFU. On this 2-core CPU one step of a 1-layer variant at batch 8,
-context 64 takes seconds (tests/test_lm_scale.py). Expected: depends on the corpus; the
+Runtime: not run here (no TPU). The 6N + attention formula gives 8.55e8 FLOPs per token, so the
+10,000 steps of 131,072 tokens (1.3e9 tokens) cost 1.1e18 FLOPs: about 30 minutes on a v5e-8
+(8 x 197 bf16 TFLOP/s) at 40% MFU. On this shared 2-core CPU one full-size step at batch 1
+took 119 s (9 tokens/s; BENCHMARKS.md). Expected: depends on the corpus; the
 workload's target (validation loss <= 1.50) is the pydoc char LM's and means little here.
 """
 
 from experiments.configs import common
 
 
-def gpt_config(d_model: int, num_heads: int, num_layers: int, batch_size: int, peak_lr: float):
+def gpt_config(
+    d_model: int,
+    num_heads: int,
+    num_layers: int,
+    batch_size: int,
+    peak_lr: float,
+    remat: str = "dots",
+):
     """The GPT-2-class preset setting (see the module docstring) at one model size."""
     config = common.base_config("lm")
     config.workload.update(
@@ -44,7 +53,7 @@ def gpt_config(d_model: int, num_heads: int, num_layers: int, batch_size: int, p
         vocab_multiple=128,
         tie_embeddings=True,
         scan_layers=True,
-        remat="dots",
+        remat=remat,
         compute_dtype="bfloat16",
         param_dtype="float32",
         eval_windows=256,
@@ -62,4 +71,4 @@ def gpt_config(d_model: int, num_heads: int, num_layers: int, batch_size: int, p
 
 
 def get_config():
-    return gpt_config(d_model=768, num_heads=12, num_layers=12, batch_size=256, peak_lr=6e-4)
+    return gpt_config(d_model=768, num_heads=12, num_layers=12, batch_size=128, peak_lr=6e-4)

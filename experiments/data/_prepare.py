@@ -212,7 +212,7 @@ class _Writer:
                     f"tokenizer {self.tok.kind} {self.tok.path} gave id {bad} outside its "
                     f"vocabulary of {self.tok.vocab_size} on input file {source}"
                 )
-            self.file.write(ids.astype(self.dtype).tobytes())
+            self.file.write(memoryview(np.ascontiguousarray(ids, dtype=self.dtype)))
         self.count += ids.size
         return ids.size
 
