@@ -164,34 +164,44 @@ def test_scan_stacked_model_equals_the_unstacked_one(small):
 
 
 def test_lamb_gives_each_stacked_layer_its_own_trust_ratio(small):
-    # The same gradients (the unstacked model's, stacked for the other) go to LAMB on both
-    # layouts, so only the optimizer's layer-wise arithmetic is compared.
-    model, params, tokens = small
-    grad_fn = jax.jit(jax.grad(loss_of(model)))
+    # The same gradients (random, stacked for the scanned layout) go to LAMB on both layouts,
+    # so only the optimizer's layer-wise arithmetic is compared.
+    _, params, _ = small
     kwargs = dict(weight_decay=0.01, weight_decay_mask=optlib.masks.exclude_paths("bias|scale"))
     per_leaf = optlib.lamb(0.1, **kwargs)
     per_layer = optlib.lamb(0.1, layer_axes=optlib.masks.stacked_layers(), **kwargs)
     one_ratio = optlib.lamb(0.1, **kwargs)  # a whole stack as one layer: must differ
 
-    flat, stacked = params, lm.stack_layers(params, 3)
-    flat_state, stacked_state = per_leaf.init(flat), per_layer.init(stacked)
-    lumped_state = one_ratio.init(stacked)
-    for _ in range(2):
-        grads = grad_fn(flat, tokens)
-        flat_updates, flat_state = jax.jit(per_leaf.update)(grads, flat_state, flat)
-        stacked_updates, stacked_state = jax.jit(per_layer.update)(
-            lm.stack_layers(grads, 3), stacked_state, stacked
+    @jax.jit
+    def two_steps(flat, grads):
+        stacked = lm.stack_layers(flat, 3)
+        states = per_leaf.init(flat), per_layer.init(stacked), one_ratio.init(stacked)
+        out = []
+        for g in grads:
+            u_flat, s_flat = per_leaf.update(g, states[0], flat)
+            g_stacked = lm.stack_layers(g, 3)
+            u_stacked, s_stacked = per_layer.update(g_stacked, states[1], stacked)
+            u_lumped, s_lumped = one_ratio.update(g_stacked, states[2], stacked)
+            states = s_flat, s_stacked, s_lumped
+            out.append((u_flat, u_stacked, u_lumped))
+            flat = optax.apply_updates(flat, u_flat)
+            stacked = optax.apply_updates(stacked, u_stacked)
+        return out
+
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.PRNGKey(2), 2 * len(leaves))
+    grads = [
+        treedef.unflatten(
+            [jax.random.normal(k, x.shape) for k, x in zip(keys[i::2], leaves, strict=True)]
         )
+        for i in range(2)
+    ]
+    for flat_updates, stacked_updates, lumped in two_steps(params, grads):
         chex.assert_trees_all_close(
             stacked_updates, lm.stack_layers(flat_updates, 3), rtol=1e-5, atol=1e-8
         )
-        lumped, lumped_state = jax.jit(one_ratio.update)(
-            lm.stack_layers(grads, 3), lumped_state, stacked
-        )
         kernel = lambda u: np.asarray(u["layers"]["Dense_0"]["kernel"])  # noqa: E731
         assert not np.allclose(kernel(lumped), kernel(stacked_updates), rtol=1e-3)
-        flat = optax.apply_updates(flat, flat_updates)
-        stacked = optax.apply_updates(stacked, stacked_updates)
 
 
 def test_mixed_precision_policy(small):
@@ -199,11 +209,17 @@ def test_mixed_precision_policy(small):
     mixed = lm.Transformer(**SMALL, dtype=jnp.bfloat16)
     mixed_params = jax.eval_shape(mixed.init, jax.random.PRNGKey(0), tokens)["params"]
     chex.assert_trees_all_equal_shapes_and_dtypes(mixed_params, params)  # float32 params
-    logits = jax.jit(mixed.apply)({"params": params}, tokens)
+
+    @jax.jit
+    def both(p):
+        return mixed.apply({"params": p}, tokens), full.apply({"params": p}, tokens)
+
+    logits, want = both(params)
     assert logits.dtype == jnp.float32
-    error = np.abs(logits - jax.jit(full.apply)({"params": params}, tokens))
+    error = np.abs(logits - want)
     assert error.mean() < 1e-2 and error.max() < 0.1  # bf16 rounding, not another function
-    grads = jax.jit(jax.grad(loss_of(mixed)))(params, tokens)
+    # Gradients (hence optimizer state) follow the float32 params.
+    grads = jax.eval_shape(jax.grad(loss_of(mixed)), params, tokens)
     assert {x.dtype for x in jax.tree.leaves(grads)} == {jnp.dtype(jnp.float32)}
 
 
