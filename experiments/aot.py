@@ -336,24 +336,27 @@ def check_fit(
         )
 
     temps = report.temp_bytes or 0
-    per_device = max(1, workload.batch_size // mesh_devices)
+    already = int(config.get("microbatches", 1) or 1)
+    per_device = max(1, workload.batch_size // (mesh_devices * already))  # rows per microbatch
+    # A gradient accumulator (one params' worth per device) comes with the first split.
+    accumulator = report.params_bytes if already == 1 else 0
     k = 2
     while k <= per_device:
         if per_device % k == 0:
-            # Activations scale with the microbatch; a gradient accumulator (one params' worth
-            # per device) is added.
-            estimate = need - temps + temps / k + report.params_bytes
+            # Activations scale with the rows of one microbatch.
+            estimate = need - temps + temps / k + accumulator
             if estimate <= budget:
                 suggestions.append(
-                    f"microbatch, --config.microbatches={k} ({per_device // k} rows per device "
-                    f"each): need ~{_gib(estimate)} (fits; same global batch and result)"
+                    f"microbatch, --config.microbatches={already * k} ({per_device // k} rows "
+                    f"per device each): need ~{_gib(estimate)} (fits; same global batch and "
+                    "result)"
                 )
                 break
         k *= 2
     else:
         suggestions.append(
-            f"even {per_device} microbatches of one row per device would not fit: use a larger "
-            "slice, a smaller --config.workload.batch_size or a shorter context"
+            f"even {per_device * already} microbatches of one row per device would not fit: use "
+            "a larger slice, a smaller --config.workload.batch_size or a shorter context"
         )
     return dataclasses.replace(fit, suggestions=tuple(suggestions))
 

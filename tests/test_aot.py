@@ -181,6 +181,11 @@ def test_fit_verdict_and_suggestions():
     # 8 rows per device; K microbatches need 6 + 12/K + 2 (gradient accumulator) GiB.
     assert "--config.microbatches=2 (4 rows per device each): need ~14.00 GiB" in micro
     assert "DOES NOT FIT: over the budget by" in fit.format()
+    # Already at 2 microbatches (temporaries are one microbatch's): 4 in all is suggested.
+    config.microbatches = 2
+    micro = aot.check_fit(report, config, hbm).suggestions[-1]
+    assert "--config.microbatches=4 (2 rows per device each)" in micro
+    config.microbatches = 1
 
     # Already FSDP over every device, block remat: only microbatching is left, and not enough.
     config.workload.remat = "block"
