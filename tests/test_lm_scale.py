@@ -15,7 +15,7 @@ import optax
 import pytest
 
 import optlib
-from experiments import aot, checkpointing, data, train, workloads
+from experiments import aot, checkpointing, data, metrics, train, workloads
 from experiments.configs import common, gpt2_small
 from experiments.data import __main__ as data_cli
 from experiments.workloads import lm
@@ -61,7 +61,7 @@ def token_config(data_dir, steps=STEPS):
 
 
 def losses(workdir) -> list[float]:
-    return [r["loss"] for r in train.read_metrics(workdir) if r["split"] == "train"]
+    return [r["loss"] for r in metrics.read_metrics(workdir) if r["split"] == "train"]
 
 
 def test_prepare_then_train_is_deterministic_and_resumes_exactly(corpora, tmp_path):
@@ -70,7 +70,7 @@ def test_prepare_then_train_is_deterministic_and_resumes_exactly(corpora, tmp_pa
     one, two = corpora
     for name in ("manifest.json", "train.bin", "val.bin"):
         assert (one / name).read_bytes() == (two / name).read_bytes()
-    first = train.train(token_config(one), tmp_path / "first")
+    first = train.train(token_config(one), tmp_path / "first", return_state=True)
     curve = losses(tmp_path / "first")
     assert len(curve) == STEPS
     assert curve[0] == pytest.approx(math.log(256), abs=0.1)  # a fresh byte-level model
@@ -80,7 +80,7 @@ def test_prepare_then_train_is_deterministic_and_resumes_exactly(corpora, tmp_pa
     train.train(token_config(two), tmp_path / "killed", stop_after=15)
     assert losses(tmp_path / "killed") == curve[:15]
     assert checkpointing.Checkpointer(tmp_path / "killed").latest_step() == 10
-    resumed = train.train(token_config(two), tmp_path / "killed")
+    resumed = train.train(token_config(two), tmp_path / "killed", return_state=True)
     assert resumed["origin"] == {"kind": "resume", "step": 10}
     chex.assert_trees_all_equal(first["state"], resumed["state"])
     assert losses(tmp_path / "killed") == curve
@@ -316,9 +316,9 @@ def test_gpt2_small_step_compiles_for_8_cpu_devices():
 
 def test_gpt2_small_reduced_depth_trains_a_real_step(tmp_path):
     config = reduced_gpt2_small(num_layers=1, context=32, batch_size=8)
-    result = train.train(config, tmp_path)
+    result = train.train(config, tmp_path, return_state=True)
     assert result["step"] == 2
-    records = [r for r in train.read_metrics(tmp_path) if r["split"] == "train"]
+    records = [r for r in metrics.read_metrics(tmp_path) if r["split"] == "train"]
     assert all(np.isfinite(r["loss"]) for r in records)
     state = result["state"]
     assert {x.dtype for x in jax.tree.leaves(state["params"])} == {jnp.dtype(jnp.float32)}
