@@ -495,4 +495,7 @@ def test_recipe_runs_every_step_in_order(gcloud, tmp_path):
     assert (fetched / "metrics.jsonl").exists()
     assert (fetched / "branches" / "at_10" / "config.json").exists()
     assert not (fetched / "checkpoints").exists()
-    assert "python -m experiments.predict runs/gpt2_small_c" in result.stdout
+    assert (
+        "python -m experiments.predict --fit runs/gpt2_small_c runs/gpt2_small_c/branches/at_10"
+        in (result.stdout)
+    )

@@ -20,7 +20,8 @@ usage: $(basename "$0") --input=GLOB [--input=GLOB...] --bucket=BUCKET [--name=C
      /gcs/BUCKET/RUN; restarts after preemptions, resuming from the last checkpoint
   3. tpu/fetch_runs.sh: the main branch's and the branches' records to ./RUN (no checkpoints;
      --fetch-to=DIR instead of this checkout)
-  4. prints the commands that fit the loss law on them (experiments.predict) and report them
+  4. prints the commands that fit the loss laws on the main branch and its first decay and
+     predict the others (experiments.predict), and the report
 
 MORE_FLAGS go to experiments.branch (e.g. --config.workload.batch_size=128). The VM is left
 running at the end: delete it with gcloud compute tpus tpu-vm delete.
@@ -103,6 +104,8 @@ log "2/4 WSD main branch and decays at $at on the TPU slice (workdir /gcs/$bucke
 log "3/4 records -> ./$run"
 "$here/fetch_runs.sh" --bucket="$bucket" --run="$run" --to="$fetch_to"
 
-log "4/4 fit the loss law on the main branch and predict the decays, then the report:"
-echo "  python -m experiments.predict $run $run/branches/at_*"
+first=${at%%,*}
+log "4/4 fit the loss laws on the main branch and its first decay, predict the other decays:"
+echo "  python -m experiments.predict --fit $run $run/branches/at_$first --measured $run \\"
+echo "      --out $run/predict"
 echo "  python -m experiments.report $run --out $run/report"
