@@ -124,6 +124,39 @@ def shard_batch(batch, mesh: Mesh):
     return place(batch, batch_sharding(mesh))
 
 
+def process_rows(batch_size: int, mesh: Mesh) -> np.ndarray:
+    """The rows of a global batch that this process's devices hold (sorted int64 indices)."""
+    index_map = batch_sharding(mesh).addressable_devices_indices_map((batch_size,))
+    rows = set()
+    for index in index_map.values():
+        rows.update(range(*index[0].indices(batch_size)))
+    return np.array(sorted(rows), dtype=np.int64)
+
+
+def shard_step_batch(workload, step: int, mesh: Mesh):
+    """The batch of `step` of `workload`, placed on the mesh like `shard_batch`.
+
+    In a multi-process run each process reads only the rows its own devices hold
+    (`workload.batch_rows`), so a file-backed workload never reads the global batch on every
+    host; the union over processes is `workload.batch(step)`.
+    """
+    if jax.process_count() == 1:
+        return shard_batch(workload.batch(step), mesh)
+    sharding = batch_sharding(mesh)
+    size = workload.batch_size
+    rows = process_rows(size, mesh)
+    local = workload.batch_rows(step, rows)
+
+    def place(x):
+        def rows_of(index):
+            wanted = np.arange(size)[index[0]]
+            return x[np.searchsorted(rows, wanted)][(slice(None), *index[1:])]
+
+        return jax.make_array_from_callback((size, *x.shape[1:]), sharding, rows_of)
+
+    return jax.tree.map(place, local)
+
+
 def replicate(tree, mesh: Mesh):
     """Places host arrays (e.g. the eval set) whole on every device of the mesh."""
     return place(tree, replicated(mesh))

@@ -112,9 +112,10 @@ class Program:
     lanes: lanes_lib.LaneSet | None = None
 
     def batch(self, step: int) -> dict:
-        """The training batch of `step`, placed on the mesh."""
-        host = self.workload.batch(step) if self.host_batch is None else self.host_batch(step)
-        return sharding.place(host, self.batch_sharding)
+        """The training batch of `step`, placed on the mesh (each process reads its own rows)."""
+        if self.host_batch is None:
+            return sharding.shard_step_batch(self.workload, step, self.mesh)
+        return sharding.place(self.host_batch(step), self.batch_sharding)
 
     def abstract_batch(self) -> dict:
         host = self.workload.batch(0) if self.host_batch is None else self.host_batch(0)

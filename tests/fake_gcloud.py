@@ -8,6 +8,9 @@ It keeps a simulated TPU VM in a JSON file ($FAKE_GCLOUD_STATE) and appends ever
   run_outcomes: what each launch of tpu/worker_run.sh does, in order: "ok" (exit 0),
                "fail" (exit 1, the VM stays READY) or "preempt" (exit 255, the VM is PREEMPTED)
   calls:       every argv received
+
+`gcloud storage cp / cat / rsync` work on a local directory that stands for GCS
+($FAKE_GCS_ROOT/BUCKET/PATH for gs://BUCKET/PATH).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
+import shutil
 import sys
 
 
@@ -35,7 +40,54 @@ def _flag(argv: list[str], name: str) -> str | None:
     return None
 
 
+def _local(path: str) -> pathlib.Path:
+    """The stand-in of a gs:// path (or a local path as it is)."""
+    if path.startswith("gs://"):
+        return pathlib.Path(os.environ["FAKE_GCS_ROOT"]) / path[len("gs://") :]
+    return pathlib.Path(path)
+
+
+def _storage(argv: list[str]) -> int:
+    verb = argv[1]
+    args = [a for a in argv[2:] if not a.startswith("-")]
+    if verb == "cat":
+        source = _local(args[0])
+        if not source.is_file():
+            print(f"ERROR: {args[0]} not found", file=sys.stderr)
+            return 1
+        sys.stdout.write(source.read_text())
+        return 0
+    if verb == "cp":
+        *sources, destination = args
+        target = _local(destination)
+        for source in map(_local, sources):
+            if not source.is_file():
+                print(f"ERROR: {source} not found", file=sys.stderr)
+                return 1
+            if destination.endswith("/") or target.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target / source.name)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target)
+        return 0
+    if verb == "rsync":
+        exclude = _flag(argv, "exclude")
+        source, target = _local(args[0]), _local(args[1])
+        if not source.is_dir():
+            return 1
+        for path in sorted(source.rglob("*")):
+            relative = path.relative_to(source).as_posix()
+            if path.is_file() and not (exclude and re.search(exclude, relative)):
+                (target / relative).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, target / relative)
+        return 0
+    return 2
+
+
 def _handle(state: dict, argv: list[str]) -> int:
+    if argv[:1] == ["storage"]:
+        return _storage(argv)
     if argv[:2] != ["compute", "tpus"]:
         print(f"fake gcloud: unsupported {argv}", file=sys.stderr)
         return 2

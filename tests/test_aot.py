@@ -116,6 +116,7 @@ def test_command_line_sets_the_device_count_before_jax():
             "--config.workload.batch_size=12",
             "--config.workload.dim=1026",
             "--config.optimizer.name=adamw",
+            "--hbm_gib=0.5",
         ],
         capture_output=True,
         text=True,
@@ -133,6 +134,79 @@ def test_command_line_sets_the_device_count_before_jax():
     assert f"(params      0.001 MiB ({342 * 4:,} B))" in state_line
     state = int(state_line.split("MiB (")[1].split(" B)")[0].replace(",", ""))
     assert 0 < state - 3 * 342 * 4 <= 4 * 4
+    assert "HBM 0.50 GiB per device, 10% kept free: budget 0.45 GiB" in out
+    assert "FITS with a margin of" in out
+
+
+def _report(**overrides):
+    values = dict(
+        mesh={"data": 8, "fsdp": 1},
+        platform="tpu",
+        device_kind="TPU v5 lite",
+        num_params=10**9,
+        state_bytes=12 * 2**30,
+        params_bytes=4 * 2**30,
+        batch_bytes=2**20,
+        argument_bytes=12 * 2**30 + 2**20,
+        output_bytes=12 * 2**30,
+        alias_bytes=12 * 2**30,
+        temp_bytes=8 * 2**30,
+        generated_code_bytes=2**20,
+        flops=None,
+    )
+    values.update(overrides)
+    return aot.CompileReport(**values)
+
+
+def test_fit_verdict_and_suggestions():
+    config = lm.get_config()
+    config.workload.update(batch_size=64, remat="none")
+    hbm = 16 * 2**30
+    # Data parallel over 8 v5e chips: 6 GiB of state + 12 GiB of temporaries per device.
+    gib = 2**30
+    report = _report(
+        state_bytes=6 * gib,
+        params_bytes=2 * gib,
+        argument_bytes=6 * gib + 2**20,
+        output_bytes=6 * gib,
+        alias_bytes=6 * gib,
+        temp_bytes=12 * gib,
+    )
+    fit = aot.check_fit(report, config, hbm, headroom=0.1)
+    assert not fit.fits and fit.need_bytes == 18 * gib + 2 * 2**20
+    assert fit.budget_bytes == int(0.9 * hbm)
+    fsdp, remat, micro = fit.suggestions
+    assert "--mesh=data:1,fsdp:8" in fsdp and "(fits)" in fsdp  # state 6 -> 0.75 GiB
+    assert "--config.workload.remat=dots" in remat
+    # 8 rows per device; K microbatches need 6 + 12/K + 2 (gradient accumulator) GiB.
+    assert "--config.microbatches=2 (4 rows per device each): need ~14.00 GiB" in micro
+    assert "DOES NOT FIT: over the budget by" in fit.format()
+    # Already at 2 microbatches (temporaries are one microbatch's): 4 in all is suggested.
+    config.microbatches = 2
+    micro = aot.check_fit(report, config, hbm).suggestions[-1]
+    assert "--config.microbatches=4 (2 rows per device each)" in micro
+    config.microbatches = 1
+
+    # Already FSDP over every device, block remat: only microbatching is left, and not enough.
+    config.workload.remat = "block"
+    report = _report(mesh={"data": 1, "fsdp": 8}, temp_bytes=40 * 2**30, state_bytes=2**30)
+    (advice,) = aot.check_fit(report, config, hbm).suggestions
+    assert "even 8 microbatches of one row per device would not fit" in advice
+
+    small = aot.check_fit(
+        _report(
+            state_bytes=2**30,
+            output_bytes=2**30,
+            alias_bytes=2**30,
+            argument_bytes=2**30,
+            temp_bytes=2**30,
+        ),
+        config,
+        hbm,
+    )
+    assert small.fits and small.suggestions == () and "FITS with a margin" in small.format()
+    with pytest.raises(ValueError, match="headroom"):
+        aot.check_fit(_report(), config, hbm, headroom=1.0)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("libtpu") is not None, reason="libtpu is installed")

@@ -64,8 +64,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(workdir: pathlib.Path, steps: int, process_ids, num_processes: int = 2, **env_extra):
-    """Runs experiments.main as processes `process_ids` of `num_processes`; returns results."""
+def _launch(
+    workdir: pathlib.Path, steps: int, process_ids, num_processes: int = 2, args=None, **env_extra
+):
+    """Runs experiments.main (or `args`) as processes `process_ids` of `num_processes`;
+    returns (returncode, stdout, stderr) per process."""
     port = _free_port()
     procs = []
     for pid in process_ids:
@@ -79,7 +82,7 @@ def _launch(workdir: pathlib.Path, steps: int, process_ids, num_processes: int =
             EXPERIMENTS_INIT_TIMEOUT_S="60",
         )
         env.update(env_extra)
-        args = [
+        command = args or [
             sys.executable,
             "-m",
             "experiments.main",
@@ -89,7 +92,7 @@ def _launch(workdir: pathlib.Path, steps: int, process_ids, num_processes: int =
         ] + [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
         procs.append(
             subprocess.Popen(
-                args,
+                command,
                 cwd=REPO,
                 env=env,
                 stdout=subprocess.PIPE,
@@ -199,3 +202,57 @@ def test_distributed_kwargs_checks_the_environment():
     assert main.distributed_kwargs({"TPU_WORKER_HOSTNAMES": "a,b"}) == {
         "initialization_timeout": 300
     }
+
+
+# Each process of a two-process run places the batch of a step on the 8-device mesh from a
+# prepared corpus, recording every row it reads from the token files.
+_DATA_CHILD = """
+import json, sys
+from experiments.distributed import maybe_initialize_distributed
+maybe_initialize_distributed()
+import jax, numpy as np
+from experiments import sharding, workloads
+config = workloads.default_config("lm")
+config.update(data=sys.argv[1], batch_size=16, context=8)
+workload = workloads.make(config)
+mesh = sharding.make_mesh({"data": 4, "fsdp": 2})
+read, rows = [], workload.corpus.rows
+def recording(step, batch_size, which):
+    read.append([step, [int(r) for r in which]])
+    return rows(step, batch_size, which)
+workload.corpus.rows = recording
+shards = []
+for step in (0, 7):
+    tokens = sharding.shard_step_batch(workload, step, mesh)["tokens"]
+    assert tokens.shape == (16, 9)
+    for shard in tokens.addressable_shards:
+        shards.append([step, shard.index[0].start, np.asarray(shard.data).tolist()])
+print(json.dumps({"read": read, "shards": shards}))
+"""
+
+
+def test_each_process_reads_only_its_rows_of_a_token_file_batch(tmp_path):
+    from experiments import data, workloads
+
+    text = tmp_path / "corpus.txt"
+    text.write_text("".join(f"line {i}: the quick brown fox\n" for i in range(400)))
+    corpus = tmp_path / "prepared"
+    data.prepare([str(text)], corpus, val_fraction=0.1, progress=False)
+    args = [sys.executable, "-c", _DATA_CHILD, str(corpus)]
+    results = _launch(tmp_path, 0, (0, 1), args=args)
+    for rc, _, err in results:
+        assert rc == 0, err[-3000:]
+    outs = [json.loads(out.strip().splitlines()[-1]) for _, out, _ in results]
+
+    config = workloads.default_config("lm")
+    config.update(data=str(corpus), batch_size=16, context=8)
+    single = workloads.make(config)  # one process, the whole batch
+    for step in (0, 7):
+        reads = [sorted(r for s, rows in out["read"] if s == step for r in rows) for out in outs]
+        assert not set(reads[0]) & set(reads[1])  # disjoint
+        assert sorted(reads[0] + reads[1]) == list(range(16))  # together the whole batch
+        whole = single.batch(step)["tokens"]
+        placed = [(start, rows) for out in outs for s, start, rows in out["shards"] if s == step]
+        assert len(placed) == 8  # every device of the mesh got its rows from its own process
+        for start, rows in placed:
+            np.testing.assert_array_equal(np.asarray(rows), whole[start : start + 2])

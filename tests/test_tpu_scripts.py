@@ -18,13 +18,22 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parent.parent
 TPU = REPO / "tpu"
 SCRIPTS = sorted(TPU.glob("*.sh"))
-ENTRY_POINTS = ["create_vm.sh", "setup.sh", "run.sh", "relaunch.sh"]
+ENTRY_POINTS = [
+    "create_vm.sh",
+    "setup.sh",
+    "run.sh",
+    "relaunch.sh",
+    "prepare_data.sh",
+    "fetch_runs.sh",
+    "recipe_gpt2_small.sh",
+]
 IPS = ["10.0.0.2", "10.0.0.3"]
 
 
 def test_every_script_is_there():
     names = {p.name for p in SCRIPTS}
-    assert set(ENTRY_POINTS) | {"common.sh", "worker_setup.sh", "worker_run.sh"} <= names
+    workers = {"common.sh", "worker_setup.sh", "worker_run.sh", "worker_stage_data.sh"}
+    assert set(ENTRY_POINTS) | workers <= names
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
@@ -82,6 +91,7 @@ def gcloud(tmp_path):
             GCLOUD=str(wrapper),
             FAKE_GCLOUD_STATE=str(state_file),
             OPTLIB_TPU_LOGS=str(tmp_path / "logs"),
+            FAKE_GCS_ROOT=str(tmp_path / "gcs"),
             TPU_NAME="pod",
             TPU_ZONE="zone-a",
         )
@@ -304,4 +314,188 @@ def test_worker_run_launches_a_two_process_job(tmp_path):
     assert leftover.returncode == -signal.SIGTERM
     assert "stopping leftover run" in outputs[0][1]
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-    assert max(r["step"] for r in records if r["split"] == "train") == 3
+    assert max(r["step"] for r in records if r["split"] == "train") == 4  # updates applied
+
+
+# --- the end-to-end recipe: data into a bucket, WSD + decays on the slice, records back ---------
+
+
+def _corpus(root: pathlib.Path) -> pathlib.Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "a.txt").write_text("".join(f"line {i} of a tiny corpus\n" for i in range(300)))
+    return root
+
+
+def _storage_calls(state, verb):
+    return [c for c in state()["calls"] if c[:2] == ["storage", verb]]
+
+
+def test_prepare_data_uploads_the_manifest_last(gcloud, tmp_path):
+    run, _, state = gcloud
+    text = _corpus(tmp_path / "text")
+    local = tmp_path / "prepared"
+    args = [f"--input={text}/*.txt", "--bucket=gs://b", "--name=c", f"--local={local}"]
+    result = run("prepare_data.sh", *args, f"--python={sys.executable}")
+    assert result.returncode == 0, result.stderr
+    bins, manifest = _storage_calls(state, "cp")
+    assert [pathlib.Path(a).name for a in bins[2:4]] == ["train.bin", "val.bin"]
+    assert bins[4] == "gs://b/data/c/"
+    assert manifest[2:] == [str(local / "manifest.json"), "gs://b/data/c/manifest.json"]
+    for name in ("manifest.json", "train.bin", "val.bin"):
+        assert (tmp_path / "gcs/b/data/c" / name).read_bytes() == (local / name).read_bytes()
+    again = run("prepare_data.sh", *args, f"--python={sys.executable}")
+    assert again.returncode == 0 and "reusing" in again.stderr
+    bad = run(
+        "prepare_data.sh",
+        "--input=none/*.txt",
+        "--bucket=b",
+        "--name=d",
+        f"--local={tmp_path / 'd'}",
+        f"--python={sys.executable}",
+    )
+    assert bad.returncode != 0 and "matches no file" in bad.stderr
+    assert not (tmp_path / "gcs/b/data/d").exists()
+
+
+def test_worker_stage_data_copies_checks_and_keeps_an_up_to_date_copy(gcloud, tmp_path):
+    from experiments import data
+
+    run_script, _, state = gcloud
+    data.prepare(
+        [str(_corpus(tmp_path / "text") / "a.txt")], tmp_path / "gcs/b/data/c", progress=False
+    )
+    home = tmp_path / "home"
+    (home / "optlib-venv" / "bin").mkdir(parents=True)
+    python = home / "optlib-venv" / "bin" / "python"
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
+    env = dict(os.environ)
+    env.update(
+        HOME=str(home),
+        GCLOUD=str(tmp_path / "gcloud"),
+        FAKE_GCLOUD_STATE=str(tmp_path / "gcloud.json"),
+        FAKE_GCS_ROOT=str(tmp_path / "gcs"),
+    )
+
+    def stage(*args):
+        return subprocess.run(
+            ["bash", str(TPU / "worker_stage_data.sh"), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+
+    result = stage("--from=gs://b/data/c")
+    assert result.returncode == 0, result.stderr
+    staged = home / "optlib-data" / "c"
+    for name in ("manifest.json", "train.bin", "val.bin"):
+        assert (staged / name).read_bytes() == (tmp_path / "gcs/b/data/c" / name).read_bytes()
+    copies = len(_storage_calls(state, "cp"))
+    again = stage("--from=gs://b/data/c")
+    assert again.returncode == 0 and "up to date" in again.stdout
+    assert len(_storage_calls(state, "cp")) == copies  # nothing copied twice
+
+    # A corrupt copy in the bucket: the check fails and nothing is staged.
+    tokens = tmp_path / "gcs/b/data/c/train.bin"
+    tokens.write_bytes(tokens.read_bytes()[::-1])
+    bad = stage("--from=gs://b/data/c", f"--to={tmp_path / 'fresh'}")
+    assert bad.returncode != 0 and "failed its checks" in bad.stderr
+    assert "does not match its checksum" in bad.stderr
+    assert not (tmp_path / "fresh").exists() and not (tmp_path / "fresh.partial").exists()
+    missing = stage("--from=gs://b/data/nothing")
+    assert missing.returncode != 0 and "upload did not finish" in missing.stderr
+
+
+def test_run_launches_the_branch_module_with_its_parent(gcloud):
+    run, set_state, state = gcloud
+    set_state(run_outcomes=["ok"])
+    result = run(
+        "run.sh",
+        "--config=experiments/configs/gpt2_small.py",
+        "--workdir=/gcs/b/runs/g",
+        "--module=experiments.branch",
+        "--run-id=r2",
+        "--",
+        "--at=10,20",
+    )
+    assert result.returncode == 0, result.stderr
+    (launch,) = _calls(state, "ssh", "worker_run.sh")
+    command = next(a for a in launch if a.startswith("--command=")).split("=", 1)[1]
+    words = shlex.split(command)
+    assert words[words.index("--") - 1] == "--module=experiments.branch"
+    assert words[words.index("--") + 1 :] == [
+        "--config=experiments/configs/gpt2_small.py",
+        "--parent=/gcs/b/runs/g",
+        "--at=10,20",
+    ]
+    bad = run("run.sh", "--config=c.py", "--workdir=/gcs/b/x", "--module=os")
+    assert bad.returncode != 0 and "--module must be" in bad.stderr
+
+
+def test_setup_stages_corpora_on_every_worker(gcloud):
+    run, _, state = gcloud
+    result = run("setup.sh", "--source=git", "--git-url=https://x/y.git", "--data=gs://b/data/c")
+    assert result.returncode == 0, result.stderr
+    (stage,) = _calls(state, "ssh", "worker_stage_data.sh")
+    assert "--worker=all" in stage and any("--from=gs://b/data/c" in a for a in stage)
+    bad = run("setup.sh", "--data=/local/c")
+    assert bad.returncode != 0 and "--data must be a gs:// path" in bad.stderr
+
+
+def test_recipe_runs_every_step_in_order(gcloud, tmp_path):
+    run, set_state, state = gcloud
+    set_state(vm="NOT_FOUND", run_outcomes=["ok"])
+    # What the TPU run leaves in the bucket: records and checkpoints of the main branch.
+    records = tmp_path / "gcs/b/runs/gpt2_small_c"
+    (records / "checkpoints" / "10").mkdir(parents=True)
+    (records / "checkpoints" / "10" / "state").write_text("big")
+    (records / "metrics.jsonl").write_text('{"split": "train", "step": 0, "loss": 5.5}\n')
+    (records / "branches" / "at_10").mkdir(parents=True)
+    (records / "branches" / "at_10" / "config.json").write_text("{}")
+    text = _corpus(tmp_path / "text")
+    result = run(
+        "recipe_gpt2_small.sh",
+        f"--input={text}/*.txt",
+        "--bucket=b",
+        "--name=c",
+        "--at=10,20",
+        f"--local={tmp_path / 'prepared'}",
+        f"--fetch-to={tmp_path / 'here'}",
+        f"--python={sys.executable}",
+        "--poll=0",
+        "--",
+        "--config.workload.batch_size=64",
+    )
+    assert result.returncode == 0, result.stderr
+    verbs = [c[1] if c[0] == "storage" else c[3] for c in state()["calls"]]
+    verbs = [v for v in verbs if v in ("cp", "create", "ssh", "rsync")]
+    ssh = [" ".join(c) for c in _calls(state, "ssh") if "hostname -I" not in " ".join(c)]
+    assert verbs[:3] == ["cp", "cp", "create"] and verbs[-1] == "rsync"
+    assert (
+        ["worker_setup.sh" in c for c in ssh].index(True)
+        < ["worker_stage_data.sh" in c for c in ssh].index(True)
+        < ["worker_run.sh" in c for c in ssh].index(True)
+    )
+    (create,) = _calls(state, "create")
+    assert "--accelerator-type=v5litepod-8" in create
+    (launch,) = _calls(state, "ssh", "worker_run.sh")
+    command = next(a for a in launch if a.startswith("--command=")).split("=", 1)[1]
+    words = shlex.split(command)
+    assert "--module=experiments.branch" in words
+    for word in (
+        "--config=experiments/configs/gpt2_small.py",
+        "--parent=/gcs/b/runs/gpt2_small_c",
+        "--at=10,20",
+        "--config.workload.data=~/optlib-data/c",
+        "--config.workload.batch_size=64",
+    ):
+        assert word in words
+    fetched = tmp_path / "here" / "runs" / "gpt2_small_c"
+    assert (fetched / "metrics.jsonl").exists()
+    assert (fetched / "branches" / "at_10" / "config.json").exists()
+    assert not (fetched / "checkpoints").exists()
+    assert (
+        "python -m experiments.predict --fit runs/gpt2_small_c runs/gpt2_small_c/branches/at_10"
+        in (result.stdout)
+    )

@@ -8,8 +8,8 @@ usage() {
 usage: $(basename "$0") --config=CONFIG --workdir=WORKDIR [--name=NAME] [--zone=ZONE]
                           [--project=PROJECT] [--type=TYPE] [--version=RUNTIME] [--queued] [--spot]
                           [--gcs-bucket=BUCKET] [--source=copy|git] [--git-url=URL] [--ref=REF]
-                          [--port=PORT] [--max-failures=N] [--poll=SECONDS] [--skip-setup]
-                          [-- MAIN_FLAGS...]
+                          [--data=gs://BUCKET/data/NAME] [--module=MODULE] [--port=PORT]
+                          [--max-failures=N] [--poll=SECONDS] [--skip-setup] [-- MAIN_FLAGS...]
 
 Loop: if the VM (or queued resource) is gone, preempted, suspended or failed, delete what is left
 and create it again (tpu/create_vm.sh), install (tpu/setup.sh), then run (tpu/run.sh). A run
@@ -52,8 +52,10 @@ while (($#)); do
       queued=1
       create_args+=("$1")
       ;;
-    --gcs-bucket=* | --source=* | --git-url=* | --ref=* | --python=*) setup_args+=("$1") ;;
-    --port=* | --init-timeout=*) run_args+=("$1") ;;
+    --gcs-bucket=* | --source=* | --git-url=* | --ref=* | --python=* | --data=*)
+      setup_args+=("$1")
+      ;;
+    --port=* | --init-timeout=* | --module=*) run_args+=("$1") ;;
     --max-failures=*) max_failures=${1#*=} ;;
     --poll=*) poll=${1#*=} ;;
     --skip-setup) skip_setup=1 ;;

@@ -6,7 +6,7 @@ usage() {
   cat <<USAGE
 usage: $(basename "$0") --config=CONFIG --workdir=WORKDIR [--name=NAME] [--zone=ZONE]
                      [--project=PROJECT] [--port=PORT] [--init-timeout=SECONDS]
-                     [--run-id=ID] [--logs=DIR] [-- MAIN_FLAGS...]
+                     [--run-id=ID] [--logs=DIR] [--module=MODULE] [-- MAIN_FLAGS...]
 
 Runs 'python -m experiments.main --config=CONFIG --workdir=WORKDIR MAIN_FLAGS...' on all workers
 at once (--worker=all) and blocks until they finish; exits with a failing worker's status.
@@ -23,8 +23,10 @@ at once (--worker=all) and blocks until they finish; exits with a failing worker
   --logs      local directory for the logs (default \$OPTLIB_TPU_LOGS/RUN_ID, or
               logs/tpu/RUN_ID in this checkout): all.log
               (every worker, line-prefixed, as streamed) and worker-<i>.log (fetched at the end)
+  --module    experiments.main (default), or experiments.branch: a WSD main branch and its
+              decays (WORKDIR is then its --parent; pass --at=... after --)
   --name, --zone, --project   the TPU VM             [\$TPU_NAME, \$TPU_ZONE, \$TPU_PROJECT]
-  MAIN_FLAGS  more flags for experiments.main, e.g. --config.steps=5000
+  MAIN_FLAGS  more flags for the module, e.g. --config.steps=5000
 USAGE
 }
 
@@ -38,6 +40,7 @@ port=8476
 init_timeout=300
 run_id=$(date -u +%Y%m%d-%H%M%S)
 logs=
+module=experiments.main
 main_flags=()
 while (($#)); do
   case $1 in
@@ -50,6 +53,7 @@ while (($#)); do
     --init-timeout=*) init_timeout=${1#*=} ;;
     --run-id=*) run_id=${1#*=} ;;
     --logs=*) logs=${1#*=} ;;
+    --module=*) module=${1#*=} ;;
     --)
       shift
       main_flags=("$@")
@@ -77,6 +81,12 @@ if ! [[ "$init_timeout" =~ ^[0-9]+$ ]] || ((init_timeout < 1)); then
   die "--init-timeout must be a positive number of seconds, got '$init_timeout'"
 fi
 [[ "$run_id" =~ ^[A-Za-z0-9._-]+$ ]] || die "--run-id may hold letters, digits, . _ - only"
+dir_flag=--workdir
+case $module in
+  experiments.main) ;;
+  experiments.branch) dir_flag=--parent ;;
+  *) die "--module must be experiments.main or experiments.branch, got '$module'" ;;
+esac
 logs=${logs:-${OPTLIB_TPU_LOGS:-$here/../logs/tpu}/$run_id}
 
 state=$(vm_state)
@@ -101,8 +111,9 @@ ip_list=$(
   echo "${ips[*]}"
 )
 remote=(bash "$REMOTE_DIR/tpu/worker_run.sh" "--ips=$ip_list" "--port=$port"
-  "--run-id=$run_id" "--init-timeout=$init_timeout" --
-  "--config=$config" "--workdir=$workdir" "${main_flags[@]}")
+  "--run-id=$run_id" "--init-timeout=$init_timeout")
+[[ "$module" == experiments.main ]] || remote+=("--module=$module")
+remote+=(-- "--config=$config" "$dir_flag=$workdir" "${main_flags[@]}")
 command=$(printf '%q ' "${remote[@]}")
 log "run $run_id: ${#ips[@]} worker(s), coordinator ${ips[0]}:$port, logs in $logs"
 rc=0

@@ -6,7 +6,7 @@ usage() {
   cat <<USAGE
 usage: $(basename "$0") [--name=NAME] [--zone=ZONE] [--project=PROJECT]
                         [--source=copy|git] [--git-url=URL] [--ref=REF]
-                        [--python=PYTHON] [--gcs-bucket=BUCKET]
+                        [--python=PYTHON] [--gcs-bucket=BUCKET] [--data=gs://BUCKET/data/NAME]
 
 On every worker (--worker=all): puts the project in ~/\$OPTLIB_REMOTE_DIR (default ~/optlib),
 creates ~/optlib-venv with Python >= 3.11 and runs pip install -e '.[tpu]' there. Run it
@@ -21,6 +21,9 @@ again after changing the code: it replaces the code and re-runs pip (fast when n
               python3.11 is installed with apt when none is)
   --gcs-bucket  also install gcsfuse and mount gs://BUCKET at /gcs/BUCKET on every worker,
               a workdir that all workers share (see tpu/README.md)
+  --data      also copy this prepared corpus (tpu/prepare_data.sh) to ~/optlib-data/NAME on
+              every worker and check it (repeat for several); train on it with
+              --config.workload.data='~/optlib-data/NAME'
 USAGE
 }
 
@@ -33,6 +36,7 @@ git_url=
 ref=main
 python=
 bucket=
+data=()
 while (($#)); do
   case $1 in
     --name=*) TPU_NAME=${1#*=} ;;
@@ -43,6 +47,10 @@ while (($#)); do
     --ref=*) ref=${1#*=} ;;
     --python=*) python=${1#*=} ;;
     --gcs-bucket=*) bucket=${1#*=} ;;
+    --data=*)
+      [[ "${1#*=}" == gs://* ]] || die "--data must be a gs:// path, got '${1#*=}'"
+      data+=("${1#*=}")
+      ;;
     -h | --help)
       usage
       exit 0
@@ -95,4 +103,8 @@ if ((${#worker_args[@]})); then
   quoted=$(printf ' %q' "${worker_args[@]}")
 fi
 tpu_ssh all "bash $remote_dir/tpu/worker_setup.sh$quoted"
+for corpus in "${data[@]}"; do
+  log "staging $corpus on all $num_workers worker(s)"
+  tpu_ssh all "bash $remote_dir/tpu/worker_stage_data.sh $(printf %q "--from=$corpus")"
+done
 log "installed on all $num_workers worker(s); next: tpu/run.sh"

@@ -1,24 +1,26 @@
 #!/usr/bin/env bash
 # Runs ON a TPU worker (tpu/run.sh calls it with --worker=all): finds this worker's process id,
-# stops a leftover run of an earlier launch, then runs experiments.main with the coordinator
-# pinned, logging to ~/optlib-logs/RUN_ID/worker-<id>.log and streaming it prefixed.
+# stops a leftover run of an earlier launch, then runs experiments.main (or --module) with the
+# coordinator pinned, logging to ~/optlib-logs/RUN_ID/worker-<id>.log and streaming it prefixed.
 set -euo pipefail
 
 usage() {
   echo "usage: $(basename "$0") --ips=IP0,IP1,... --port=PORT --run-id=ID" \
-    "[--init-timeout=S] -- MAIN_FLAGS..." >&2
+    "[--init-timeout=S] [--module=experiments.main|experiments.branch] -- MAIN_FLAGS..." >&2
 }
 
 ip_list=
 port=
 run_id=
 init_timeout=300
+module=experiments.main
 while (($#)); do
   case $1 in
     --ips=*) ip_list=${1#*=} ;;
     --port=*) port=${1#*=} ;;
     --run-id=*) run_id=${1#*=} ;;
     --init-timeout=*) init_timeout=${1#*=} ;;
+    --module=*) module=${1#*=} ;;
     --)
       shift
       break
@@ -31,6 +33,10 @@ while (($#)); do
   shift
 done
 [[ -n "$ip_list" && -n "$port" && -n "$run_id" ]] || {
+  usage
+  exit 2
+}
+[[ "$module" == experiments.main || "$module" == experiments.branch ]] || {
   usage
   exit 2
 }
@@ -62,7 +68,7 @@ log_file=$log_dir/worker-$process_id.log
 # A run left over from an earlier launch (its ssh session died) still holds the TPU: stop it.
 if [[ -f "$pid_file" ]]; then
   old=$(cat "$pid_file")
-  if [[ "$old" =~ ^[0-9]+$ ]] && grep -qs experiments.main "/proc/$old/cmdline"; then
+  if [[ "$old" =~ ^[0-9]+$ ]] && grep -qsE 'experiments\.(main|branch)' "/proc/$old/cmdline"; then
     echo "worker $process_id: stopping leftover run (pid $old)" >&2
     kill -TERM "$old" 2>/dev/null || true
     for _ in $(seq 30); do
@@ -81,7 +87,7 @@ export JAX_PROCESS_ID=$process_id
 export EXPERIMENTS_INIT_TIMEOUT_S=$init_timeout
 export PYTHONUNBUFFERED=1
 # nohup: the run survives a dropped ssh session; the next launch stops it through the pid file.
-nohup "$python" -m experiments.main "$@" >"$log_file" 2>&1 </dev/null &
+nohup "$python" -m "$module" "$@" >"$log_file" 2>&1 </dev/null &
 pid=$!
 echo "$pid" >"$pid_file"
 tail -n +1 -F --pid="$pid" "$log_file" 2>/dev/null | sed -u "s/^/[worker $process_id] /" &

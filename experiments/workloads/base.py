@@ -57,6 +57,14 @@ class Workload(abc.ABC):
         A pure function of the workload's seed and `step`.
         """
 
+    def batch_rows(self, step: int, rows: np.ndarray) -> Batch:
+        """Rows `rows` (sorted indices into the batch) of the batch of `step`.
+
+        What one process of a multi-process run places on its own devices. The default slices
+        `batch(step)`; workloads that read from files override it to read only these rows.
+        """
+        return {key: np.asarray(value)[rows] for key, value in self.batch(step).items()}
+
     @abc.abstractmethod
     def eval_batch(self) -> Batch:
         """The fixed evaluation set (host numpy), small enough to evaluate in one call."""
