@@ -217,7 +217,4 @@ def main(argv, holders: dict, overrides=None) -> None:
 if __name__ == "__main__":
     from experiments import cli
 
-    _holders = define_flags()
-    sys.argv, _overrides = cli.split_kwargs_overrides(sys.argv)  # config_flags reads sys.argv
-    cli.quiet_logs(sys.argv)
-    app.run(lambda argv: main(argv, _holders, _overrides))
+    cli.run_command(main, define_flags())

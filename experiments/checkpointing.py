@@ -57,7 +57,8 @@ class Checkpointer:
 
     Args:
       workdir: the run directory; checkpoints go to `workdir/checkpoints/<step>`.
-      every: save every this many steps (the loop also saves the final step).
+      every: save every this many steps; 0: no periodic saves (the loop still saves the
+        final step, and on Ctrl-C).
       keep: how many of the latest checkpoints to keep (None: all).
       keep_steps: steps that are never deleted (e.g. the fork points of a WSD run).
       read_only: open someone else's checkpoints (a fork's parent) without changing them.
@@ -76,7 +77,7 @@ class Checkpointer:
         policies: list = [preservation_policy.LatestN(keep)]
         if keep_steps:
             policies.append(preservation_policy.CustomSteps(list(keep_steps)))
-        saves: list = [save_decision_policy.FixedIntervalPolicy(every)]
+        saves: list = [save_decision_policy.FixedIntervalPolicy(every)] if every else []
         if keep_steps:
             saves.append(save_decision_policy.SpecificStepsPolicy(list(keep_steps)))
         options = ocp.CheckpointManagerOptions(

@@ -126,6 +126,50 @@ def quiet_logs(argv: Sequence[str]) -> None:
     logging.set_verbosity(logging.WARNING)
 
 
+def run_command(main: Callable, holders: dict) -> None:
+    """Runs an experiment command: `main(argv, holders, overrides)` under absl.
+
+    Takes the kwargs overrides out of sys.argv first (config_flags reads sys.argv), quiets the
+    logs, and turns a mistake in the flags themselves (a config key the file does not have, a
+    config file that does not load) into one line and exit code 2 instead of a traceback.
+    """
+    from absl import app
+
+    sys.argv, overrides = split_kwargs_overrides(sys.argv)
+    quiet_logs(sys.argv)
+    parsed = False
+
+    def run(argv):
+        nonlocal parsed
+        if "config" in holders:
+            holders["config"].value.keys()  # a config file that failed to load raises here
+        parsed = True
+        return main(argv, holders, overrides)
+
+    try:
+        app.run(run)
+    except (KeyError, AttributeError, TypeError, ValueError, OSError) as e:
+        if parsed or os.environ.get("EXPERIMENTS_TRACEBACK"):
+            raise
+        print(f"error: {_flag_error(e, sys.argv)}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _flag_error(error: Exception, argv: Sequence[str]) -> str:
+    """One line for an error raised while parsing a command's flags."""
+    text = str(error.args[0]) if error.args else str(error)
+    while len(text) > 1 and text[0] == text[-1] and text[0] in "'\"":  # KeyError's repr, nested
+        text = ast.literal_eval(text)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if isinstance(error, KeyError | AttributeError) and lines:
+        key = lines[0].strip("'\"")
+        culprits = [a.split("=")[0] for a in argv if a.startswith("--config.") and f".{key}" in a]
+        where = culprits[0] if culprits else "--config"
+        return " ".join([f"{where}: the config has no field {key!r} (it is locked).", *lines[1:]])
+    reasons = [line for line in lines if line.startswith("[Errno")]
+    return "--config: " + (reasons[0] if reasons else " ".join(lines))
+
+
 def run_reporting_errors(fn: Callable[[], object]) -> object:
     """Runs `fn`; a config error, NaN loss or Ctrl-C becomes one line on stderr and an exit code.
 

@@ -25,7 +25,7 @@ from experiments.distributed import distributed_kwargs, maybe_initialize_distrib
 __all__ = ["distributed_kwargs", "main", "maybe_initialize_distributed"]
 
 
-def define_flags() -> tuple:
+def define_flags() -> dict:
     """The command's flags; defined only when run as a command, so importing this module
     never collides with another command's --config."""
     config = config_flags.DEFINE_config_file(
@@ -33,10 +33,11 @@ def define_flags() -> tuple:
     )
     workdir = flags.DEFINE_string("workdir", None, "the run directory (checkpoints, logs)")
     flags.mark_flags_as_required(["config", "workdir"])
-    return config, workdir
+    return {"config": config, "workdir": workdir}
 
 
-def main(argv, config_flag, workdir_flag, overrides: cli.KwargsOverrides | None = None) -> None:
+def main(argv, holders: dict, overrides: cli.KwargsOverrides | None = None) -> None:
+    config_flag, workdir_flag = holders["config"], holders["workdir"]
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     maybe_initialize_distributed()
@@ -51,7 +52,4 @@ def main(argv, config_flag, workdir_flag, overrides: cli.KwargsOverrides | None 
 
 
 if __name__ == "__main__":
-    _config, _workdir = define_flags()
-    sys.argv, _overrides = cli.split_kwargs_overrides(sys.argv)  # config_flags reads sys.argv
-    cli.quiet_logs(sys.argv)
-    app.run(lambda argv: main(argv, _config, _workdir, _overrides))
+    cli.run_command(main, define_flags())

@@ -107,3 +107,48 @@ class _NoProgress:
 
     def close(self):
         pass
+
+
+class Throughput:
+    """Examples/s, tokens/s and model FLOPs utilisation over the steps since the last record.
+
+    Model FLOPs per step come two ways, both recorded: XLA's cost analysis of the compiled
+    step (`xla_flops_per_step`, summed over the devices; XLA counts a scanned loop's body
+    once, so it undercounts `nn.scan`-stacked models) and the workload's own formula where it
+    has one (`model_flops_per_step`: the LM's 6N + attention per token, Kaplan et al. 2020;
+    PaLM App. B). MFU divides the formula's FLOP/s (else XLA's) by the devices' peak from
+    `experiments.devices`; where the peak is unknown (CPU) `mfu` is None: not available,
+    never a made-up number.
+    """
+
+    def __init__(self, workload, devices, xla_flops_per_step: float | None, lanes: int = 1):
+        from experiments import devices as device_table
+
+        tokens = getattr(workload, "tokens_per_example", None)
+        self.tokens_per_example = tokens() if callable(tokens) else tokens
+        self.examples_per_step = workload.examples_per_step() * lanes
+        formula = getattr(workload, "flops_per_token", None)
+        self.model_flops_per_step = None
+        if formula is not None and self.tokens_per_example:
+            self.model_flops_per_step = formula() * self.tokens_per_example * self.examples_per_step
+        self.xla_flops_per_step = xla_flops_per_step
+        peaks = [device_table.peak_flops(d) for d in devices]
+        self.peak = None if not peaks or any(p is None for p in peaks) else float(sum(peaks))
+
+    def record(self, steps: int, seconds: float) -> dict:
+        """The throughput fields of a train record for `steps` steps in `seconds`.
+
+        Rates are None when no step has been timed yet (the first step's time is compile).
+        """
+        per_second = steps / seconds if seconds > 0 and steps > 0 else None
+        rate = lambda per_step: None if per_second is None else per_step * per_second
+        out = {"examples_per_second": rate(self.examples_per_step)}
+        if self.tokens_per_example:
+            out["tokens_per_second"] = rate(self.examples_per_step * self.tokens_per_example)
+        if self.model_flops_per_step is not None:
+            out["model_flops_per_step"] = float(self.model_flops_per_step)
+        if self.xla_flops_per_step is not None:
+            out["xla_flops_per_step"] = float(self.xla_flops_per_step)
+        flops = self.model_flops_per_step or self.xla_flops_per_step
+        out["mfu"] = None if self.peak is None or flops is None else rate(flops / self.peak)
+        return out

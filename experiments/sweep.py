@@ -451,9 +451,4 @@ def main(argv, holders: dict, overrides: cli.KwargsOverrides | None = None) -> N
 
 
 if __name__ == "__main__":
-    from absl import app
-
-    _holders = define_flags()
-    sys.argv, _overrides = cli.split_kwargs_overrides(sys.argv)  # config_flags reads sys.argv
-    cli.quiet_logs(sys.argv)
-    app.run(lambda argv: main(argv, _holders, _overrides))
+    cli.run_command(main, define_flags())

@@ -117,10 +117,42 @@ class Program:
             return sharding.shard_step_batch(self.workload, step, self.mesh)
         return sharding.place(self.host_batch(step), self.batch_sharding)
 
+    def xla_flops_per_step(self) -> float | None:
+        """FLOPs of one step by XLA's cost analysis, summed over the devices (None if XLA
+        gives none). Cheap once the step has run: lowering hits jax's compilation cache."""
+        compiled = self.step_fn.lower(self.abstract_state, self.abstract_batch()).compile()
+        analysis = compiled.cost_analysis()
+        if isinstance(analysis, list | tuple):
+            analysis = analysis[0] if analysis else {}
+        flops = (analysis or {}).get("flops")
+        return None if flops is None or flops < 0 else float(flops) * self.mesh.devices.size
+
     def abstract_batch(self) -> dict:
         host = self.workload.batch(0) if self.host_batch is None else self.host_batch(0)
         return jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.batch_sharding), host
+        )
+
+
+def check_loop_settings(config: ml_collections.ConfigDict) -> None:
+    """A ValueError naming the key when one of the loop's counts is out of range."""
+    at_least = {
+        "steps": 1,
+        "log_every": 1,
+        "eval_every": 0,  # 0: evaluate only at the end
+        "microbatches": 1,
+        "checkpoint.every": 0,  # 0: only the final step, the kept steps and Ctrl-C
+    }
+    for key, low in at_least.items():
+        value = config
+        for part in key.split("."):
+            value = value[part]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"config.{key} must be an integer >= {low}, got {value!r}")
+    keep = config.checkpoint.keep
+    if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
+        raise ValueError(
+            f"config.checkpoint.keep must be None (all) or an integer >= 1, got {keep!r}"
         )
 
 
@@ -141,6 +173,7 @@ def build(
     starting at the schedule's value at step 0), which a driver sets between steps without
     recompiling: how `experiments.autolrs` tries its candidate rates.
     """
+    check_loop_settings(config)
     workload = workloads.make(config.workload)
     mesh = sharding.make_mesh(config.mesh.to_dict(), devices)
     entry = optlib.registry.get(config.optimizer.name)
@@ -409,12 +442,22 @@ def train(
             writer.close()
 
     tic = time.perf_counter()
+    throughput = None  # after the first step: its compile time is not throughput
     try:
         for step in range(start, config.steps):
             if stop_after is not None and step >= stop_after:
                 break
             state, step_metrics = program.step_fn(state, program.batch(step))
             done = step + 1
+            if throughput is None:
+                jax.block_until_ready(step_metrics["loss"])
+                throughput = metrics.Throughput(
+                    workload,
+                    mesh.devices.flat,
+                    program.xla_flops_per_step(),
+                    lanes=1 if lane_set is None else len(lane_set),
+                )
+                since = (done, time.perf_counter())
             final = done == config.steps
             log = done % config.log_every == 0 or final
             # The loss is checked before any checkpoint is written, so a non-finite state is
@@ -440,12 +483,15 @@ def train(
             if log:
                 # `step` counts the updates applied, as in eval records; the loss is that of
                 # this update's batch, taken at the params before the update.
-                seconds = time.perf_counter() - tic
+                now = time.perf_counter()
                 examples = done * workload.examples_per_step()
+                # Throughput of the whole program (all lanes) since the last record.
+                speed = throughput.record(done - since[0], now - since[1])
+                since = (done, now)
                 records = per_lane(step_metrics)
                 for writer, record in zip(writers, records, strict=True):
-                    record.update(split="train", step=done, examples=examples, seconds=seconds)
-                    writer.write(record)
+                    record.update(split="train", step=done, examples=examples, seconds=now - tic)
+                    writer.write({**record, **speed})
                 best = min((r["loss"] for r in records if math.isfinite(r["loss"])), default=None)
                 progress.set_postfix(loss=f"{best:.4f}", refresh=False)
             if final or (config.eval_every and done % config.eval_every == 0):

@@ -82,6 +82,23 @@ def test_a_bad_config_is_one_line_and_leaves_no_workdir(tmp_path):
     assert not workdir.exists()
 
 
+@pytest.mark.parametrize(
+    "flag, expected",
+    [
+        ("--config.stepz=3", 'no field \'stepz\' (it is locked). Did you mean "steps"'),
+        ("--config=experiments/configs/nope.py", "No such file or directory"),
+    ],
+)
+def test_a_bad_flag_is_one_line_naming_it(tmp_path, flag, expected):
+    # Errors raised while absl parses the flags, before any of our code runs.
+    result = subprocess.run(
+        [*main_command(tmp_path / "run"), flag], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], result.stderr
+
+
 def test_ctrl_c_is_one_line_naming_the_checkpoint_to_resume(tmp_path):
     workdir = tmp_path / "run"
     command = main_command(workdir, "--config.steps=1000000", "--config.checkpoint.every=50")
@@ -102,3 +119,20 @@ def test_ctrl_c_is_one_line_naming_the_checkpoint_to_resume(tmp_path):
     assert len(lines) == 2, err
     assert lines[-1].startswith("stopped: interrupted at step ")
     assert "resumes from step" in lines[-1] and str(workdir) in lines[-1]
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [("steps", 0), ("log_every", 0), ("eval_every", -1), ("microbatches", 0)],
+)
+def test_loop_counts_out_of_range_name_their_key(key, value):
+    from experiments import train
+
+    config = quadratic.get_config()
+    config[key] = value
+    with pytest.raises(ValueError, match=f"config.{key} must be an integer"):
+        train.check_loop_settings(config)
+    config = quadratic.get_config()
+    config.checkpoint.keep = 0
+    with pytest.raises(ValueError, match="config.checkpoint.keep must be None"):
+        train.check_loop_settings(config)
