@@ -7,8 +7,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from jax.typing import ArrayLike
 
-from optlib import _validation
+from optlib import _numerics, _validation
 
 _KINDS = ("polynomial", "ema")
 
@@ -21,19 +22,11 @@ class AveragingState(NamedTuple):
     inner_state: optax.OptState
 
 
-def _average_dtype(dtype) -> jnp.dtype:
-    # Averaging weights shrink like 1/t: increments of that size vanish in bfloat16.
-    dtype = jnp.dtype(dtype)
-    if jnp.issubdtype(dtype, jnp.floating) and dtype.itemsize < 4:
-        return jnp.dtype(jnp.float32)
-    return dtype
-
-
 def with_averaging(
     inner: optax.GradientTransformation,
     kind: str = "polynomial",
-    gamma: float = 8.0,
-    decay: float = 0.999,
+    gamma: ArrayLike = 8.0,
+    decay: ArrayLike = 0.999,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Keeps a running average of the iterates that ``inner`` produces.
 
@@ -85,14 +78,13 @@ def with_averaging(
 
     def init_fn(params):
         # A copy in the average's dtype: never an alias of params that a jitted step donates.
-        average = jax.tree.map(lambda x: jnp.array(x, _average_dtype(x.dtype), copy=True), params)
+        average = jax.tree.map(lambda x: jnp.array(x, _numerics.wide(x.dtype), copy=True), params)
         return AveragingState(
             count=jnp.zeros([], jnp.int32), average=average, inner_state=inner.init(params)
         )
 
     def update_fn(updates, state, params=None, **extra_args):
-        if params is None:
-            raise ValueError("with_averaging needs the current params: call update(g, s, params)")
+        _numerics.require_params(params, "with_averaging")
         updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
         new_params = optax.apply_updates(params, updates)  # rounded as the caller's will be
         count = optax.safe_increment(state.count)
@@ -135,11 +127,7 @@ def averaged_params(opt_state: Any) -> optax.Params:
       >>> optlib.averaged_params(state)["w"]
       Array([1., 1.], dtype=float32)
     """
-    is_state = lambda node: isinstance(node, AveragingState)  # noqa: E731
-    found = [s for s in jax.tree.leaves(opt_state, is_leaf=is_state) if is_state(s)]
-    if len(found) != 1:
-        raise ValueError(
-            "averaged_params needs an optimizer state with exactly one with_averaging state, "
-            f"found {len(found)}"
-        )
-    return found[0].average
+    state = _numerics.find_state(
+        opt_state, AveragingState, "averaged_params", "optlib.with_averaging"
+    )
+    return state.average

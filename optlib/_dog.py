@@ -7,8 +7,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from jax.typing import ArrayLike
 
-from optlib import _validation
+from optlib import _numerics, _validation
 
 
 class ScaleByDogState(NamedTuple):
@@ -26,24 +27,6 @@ class ScaleByDogState(NamedTuple):
     eta: Any  # the step size of the last update (0 before the first one).
 
 
-def _scalar_dtype(params) -> jnp.dtype:
-    """float32, or float64 when the params are (the golden tests run in float64)."""
-    dtype = jnp.float32
-    for leaf in jax.tree.leaves(params):
-        dtype = jnp.promote_types(dtype, leaf.dtype)
-    return dtype
-
-
-def _sq_norm(x: jax.Array, dtype) -> jax.Array:
-    return jnp.sum(jnp.square(x.astype(dtype)))
-
-
-def _is_zero(value: Any) -> bool:
-    """True only for a concrete 0 (a traced value, e.g. from inject_hyperparams, is not)."""
-    number = _validation.concrete_scalar(value)
-    return number is not None and number == 0.0
-
-
 def _dog(
     learning_rate: optax.ScalarOrSchedule,
     reps_rel: Any,
@@ -54,21 +37,21 @@ def _dog(
     sign: float,
 ) -> optax.GradientTransformationExtraArgs:
     """The shared transform: updates are ``sign * eta * (g + weight_decay * x)``."""
-    decay = not _is_zero(weight_decay)
+    decay = not _validation.is_zero(weight_decay)
 
     def init_fn(params):
-        dtype = _scalar_dtype(params)
+        dtype = _numerics.scalar_dtype(params)
         # A copy, not an alias: a jitted step that donates params and state must not find x0
         # deleted along with the old params.
         x0 = jax.tree.map(jnp.copy, params)
         # L-DoG's reference ignores reps_rel when init_eta is given (r_eps = 0), and so do we.
         rel = 0.0 if init_eta is not None else reps_rel
         if layerwise:
-            rbar = jax.tree.map(lambda x: rel * (1 + jnp.sqrt(_sq_norm(x, dtype))), params)
+            rbar = jax.tree.map(lambda x: rel * (1 + jnp.sqrt(_numerics.sq_norm(x, dtype))), params)
             sum_sq = jax.tree.map(lambda x: jnp.asarray(eps, dtype), params)
             eta = jax.tree.map(lambda x: jnp.zeros([], dtype), params)
         else:
-            norm = jnp.sqrt(sum(_sq_norm(x, dtype) for x in jax.tree.leaves(params)))
+            norm = jnp.sqrt(_numerics.tree_sq_norm(params, dtype))
             rbar = jnp.asarray(rel * (1 + norm), dtype)
             sum_sq = jnp.asarray(eps, dtype)
             eta = jnp.zeros([], dtype)
@@ -82,21 +65,23 @@ def _dog(
 
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args  # DoG needs nothing beyond the params; other arguments are ignored
-        if params is None:
-            raise ValueError("DoG needs the current params: call update(grads, state, params)")
-        dtype = _scalar_dtype(params)
-        c = learning_rate(state.count) if callable(learning_rate) else learning_rate
-        c = jnp.asarray(c, dtype)
+        _numerics.require_params(params, "DoG")
+        dtype = _numerics.scalar_dtype(params)
+        c = _numerics.lr_at(learning_rate, state.count, dtype)
 
         def direction(g, x):
             # The coupled L2 term of the reference: g <- g + wd * x, also inside G.
-            g = g.astype(dtype)
-            return g + jnp.asarray(weight_decay, dtype) * x.astype(dtype) if decay else g
+            g = g.astype(_numerics.complex_if(dtype, g))
+            if not decay:
+                return g
+            return g + jnp.asarray(weight_decay, dtype) * x.astype(_numerics.complex_if(dtype, x))
 
         # Both reductions read only inputs (g, x, x0), so no param-sized temporary is written.
-        g_sq = jax.tree.map(lambda g, x: _sq_norm(direction(g, x), dtype), updates, params)
+        g_sq = jax.tree.map(lambda g, x: _numerics.sq_norm(direction(g, x), dtype), updates, params)
         dist_sq = jax.tree.map(
-            lambda x, x0: _sq_norm(x.astype(dtype) - x0, dtype), params, state.x0
+            lambda x, x0: _numerics.sq_norm(x.astype(_numerics.complex_if(dtype, x)) - x0, dtype),
+            params,
+            state.x0,
         )
 
         def step_size(rbar, sum_sq, g_sq, dist_sq):
@@ -125,7 +110,10 @@ def _dog(
             etas = eta
         else:
             rbar, sum_sq, eta = step_size(
-                state.rbar, state.sum_sq, sum(jax.tree.leaves(g_sq)), sum(jax.tree.leaves(dist_sq))
+                state.rbar,
+                state.sum_sq,
+                _numerics.tree_sum(g_sq, dtype),
+                _numerics.tree_sum(dist_sq, dtype),
             )
             etas = jax.tree.map(lambda _: eta, params)
 
@@ -153,9 +141,9 @@ def _check(reps_rel, eps, weight_decay, init_eta) -> None:
 
 
 def scale_by_dog(
-    reps_rel: float = 1e-6,
-    eps: float = 1e-8,
-    init_eta: float | None = None,
+    reps_rel: ArrayLike = 1e-6,
+    eps: ArrayLike = 1e-8,
+    init_eta: ArrayLike | None = None,
     layerwise: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Scales gradients by the DoG step size :math:`\eta_t` (no sign flip, no weight decay).
@@ -192,10 +180,10 @@ def scale_by_dog(
 
 def dog(
     learning_rate: optax.ScalarOrSchedule = 1.0,
-    reps_rel: float = 1e-6,
-    eps: float = 1e-8,
-    weight_decay: float = 0.0,
-    init_eta: float | None = None,
+    reps_rel: ArrayLike = 1e-6,
+    eps: ArrayLike = 1e-8,
+    weight_decay: ArrayLike = 0.0,
+    init_eta: ArrayLike | None = None,
     layerwise: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
     r"""DoG: SGD whose step size is the distance travelled over the root of summed gradients.
@@ -261,10 +249,10 @@ def dog(
 
 def ldog(
     learning_rate: optax.ScalarOrSchedule = 1.0,
-    reps_rel: float = 1e-6,
-    eps: float = 1e-8,
-    weight_decay: float = 0.0,
-    init_eta: float | None = None,
+    reps_rel: ArrayLike = 1e-6,
+    eps: ArrayLike = 1e-8,
+    weight_decay: ArrayLike = 0.0,
+    init_eta: ArrayLike | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""L-DoG: DoG with one step size per leaf, :math:`\eta^l_t = c_t \bar r^l_t/\sqrt{G^l_t}`.
 

@@ -7,8 +7,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from jax.typing import ArrayLike
 
-from optlib import _layerwise, _masks, _validation
+from optlib import _layerwise, _masks, _numerics, _validation
 
 
 class ScaleByLambState(NamedTuple):
@@ -20,13 +21,13 @@ class ScaleByLambState(NamedTuple):
 
 
 def scale_by_lamb(
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-6,
-    weight_decay: float = 0.0,
+    b1: ArrayLike = 0.9,
+    b2: ArrayLike = 0.999,
+    eps: ArrayLike = 1e-6,
+    weight_decay: ArrayLike = 0.0,
     weight_decay_mask: _masks.PerLeafSpec = None,
     adaptation_mask: _masks.PerLeafSpec = None,
-    trust_clip: float | None = None,
+    trust_clip: ArrayLike | None = None,
     layer_axes: _masks.PerLeafSpec = None,
 ) -> optax.GradientTransformation:
     r"""Rescales updates by LAMB's layer-wise trust ratio (learning rate not applied).
@@ -78,11 +79,7 @@ def scale_by_lamb(
         adaptation_mask = weight_decay_mask
 
     def resolve(params):
-        return (
-            _masks.resolve_mask(weight_decay_mask, params, "weight_decay_mask"),
-            _masks.resolve_mask(adaptation_mask, params, "adaptation_mask"),
-            _masks.resolve_layer_axes(layer_axes, params, "layer_axes"),
-        )
+        return _layerwise.resolve_lars_specs(weight_decay_mask, adaptation_mask, layer_axes, params)
 
     def init_fn(params):
         resolve(params)  # a mask that does not fit the params fails here, not mid-training
@@ -93,8 +90,7 @@ def scale_by_lamb(
         )
 
     def update_fn(updates, state, params=None):
-        if params is None:
-            raise ValueError("scale_by_lamb needs the current params: call update(g, s, params)")
+        _numerics.require_params(params, "scale_by_lamb")
         decay_flags, adapt_flags, axes = resolve(params)
         count = optax.safe_increment(state.count)
         treedef = jax.tree.structure(params)
@@ -110,7 +106,7 @@ def scale_by_lamb(
             strict=True,
         )
         for g, m, v, w, decay, adapt, num_axes in leaves:
-            dtype = _layerwise.compute_dtype(g.dtype)
+            dtype = _numerics.wide(g.dtype)
             g32, w32 = g.astype(dtype), w.astype(dtype)
             t = count.astype(dtype)
             m_new = b1 * m.astype(dtype) + (1 - b1) * g32
@@ -138,13 +134,13 @@ def scale_by_lamb(
 
 def lamb(
     learning_rate: optax.ScalarOrSchedule,
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-6,
-    weight_decay: float = 0.0,
+    b1: ArrayLike = 0.9,
+    b2: ArrayLike = 0.999,
+    eps: ArrayLike = 1e-6,
+    weight_decay: ArrayLike = 0.0,
     weight_decay_mask: _masks.PerLeafSpec = None,
     adaptation_mask: _masks.PerLeafSpec = None,
-    trust_clip: float | None = None,
+    trust_clip: ArrayLike | None = None,
     layer_axes: _masks.PerLeafSpec = None,
 ) -> optax.GradientTransformation:
     r"""LAMB: Adam with decoupled weight decay and a layer-wise trust ratio.

@@ -4,75 +4,20 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import jax
-import jax.numpy as jnp
 import optax
+from jax.typing import ArrayLike
 
-from optlib import _layerwise, _masks, _validation
-
-DENOMINATORS = ("paper", "combined")
+from optlib import _layerwise, _masks, _numerics, _validation
 
 
 class ScaleByLarsState(NamedTuple):
     """`scale_by_lars` keeps no state of its own; LARS' momentum lives in `optax.trace`."""
 
 
-def lars_direction(
-    g: jax.Array,
-    w: jax.Array,
-    *,
-    weight_decay,
-    trust_coefficient,
-    eps,
-    denominator: str,
-    decay: bool,
-    adapt: bool,
-    num_layer_axes: int,
-    norm_clip: float | None = None,
-) -> jax.Array:
-    """The trust-ratio-scaled direction of one leaf, in the leaf's compute dtype.
-
-    Shared by LARS and TVLARS (which passes `trust_coefficient` times its time-varying factor
-    and, in the reference repository's mode, clips both norms).
-    """
-    dtype = _layerwise.compute_dtype(g.dtype)
-    g, w = g.astype(dtype), w.astype(dtype)
-    wd = weight_decay if decay else 0.0
-    direction = g + wd * w if decay else g
-    if not adapt:
-        return direction
-    w_norm = _layerwise.layer_norm(w, num_layer_axes)
-    if denominator == "paper":
-        den = _layerwise.layer_norm(g, num_layer_axes) + wd * w_norm
-    else:
-        den = _layerwise.layer_norm(direction, num_layer_axes)
-    if norm_clip is not None:
-        w_norm = jnp.minimum(w_norm, norm_clip)
-        den = jnp.minimum(den, norm_clip)
-    ok = (w_norm > 0) & (den > 0)
-    ratio = jnp.where(ok, trust_coefficient * w_norm / jnp.where(ok, den + eps, 1), 1.0)
-    return ratio.astype(dtype) * direction
-
-
-def resolve_lars_specs(weight_decay_mask, adaptation_mask, layer_axes, params):
-    return (
-        _masks.resolve_mask(weight_decay_mask, params, "weight_decay_mask"),
-        _masks.resolve_mask(adaptation_mask, params, "adaptation_mask"),
-        _masks.resolve_layer_axes(layer_axes, params, "layer_axes"),
-    )
-
-
-def check_lars_args(weight_decay, trust_coefficient, eps, denominator) -> None:
-    _validation.check_non_negative("weight_decay", weight_decay)
-    _validation.check_range("trust_coefficient", trust_coefficient, 0.0, None, low_open=True)
-    _validation.check_non_negative("eps", eps)
-    _validation.check_choice("denominator", denominator, DENOMINATORS)
-
-
 def scale_by_lars(
-    weight_decay: float = 0.0,
-    trust_coefficient: float = 1e-3,
-    eps: float = 0.0,
+    weight_decay: ArrayLike = 0.0,
+    trust_coefficient: ArrayLike = 1e-3,
+    eps: ArrayLike = 0.0,
     denominator: str = "paper",
     weight_decay_mask: _masks.PerLeafSpec = None,
     adaptation_mask: _masks.PerLeafSpec = None,
@@ -112,44 +57,37 @@ def scale_by_lars(
       You, Gitman, Ginsburg, "Large Batch Training of Convolutional Networks",
       arXiv:1708.03888, 2017.
     """
-    check_lars_args(weight_decay, trust_coefficient, eps, denominator)
+    _layerwise.check_lars_args(weight_decay, trust_coefficient, eps, denominator)
 
     def init_fn(params):
-        resolve_lars_specs(weight_decay_mask, adaptation_mask, layer_axes, params)
+        _layerwise.resolve_lars_specs(weight_decay_mask, adaptation_mask, layer_axes, params)
         return ScaleByLarsState()
 
     def update_fn(updates, state, params=None):
-        if params is None:
-            raise ValueError("scale_by_lars needs the current params: call update(g, s, params)")
-        flags = resolve_lars_specs(weight_decay_mask, adaptation_mask, layer_axes, params)
-        treedef = jax.tree.structure(params)
-        out = [
-            lars_direction(
-                g,
-                w,
-                weight_decay=weight_decay,
-                trust_coefficient=trust_coefficient,
-                eps=eps,
-                denominator=denominator,
-                decay=decay,
-                adapt=adapt,
-                num_layer_axes=num_axes,
-            ).astype(g.dtype)
-            for g, w, decay, adapt, num_axes in zip(
-                treedef.flatten_up_to(updates), jax.tree.leaves(params), *flags, strict=True
-            )
-        ]
-        return treedef.unflatten(out), state
+        _numerics.require_params(params, "scale_by_lars")
+        flags = _layerwise.resolve_lars_specs(
+            weight_decay_mask, adaptation_mask, layer_axes, params
+        )
+        out = _layerwise.lars_updates(
+            updates,
+            params,
+            flags,
+            weight_decay=weight_decay,
+            trust_coefficient=trust_coefficient,
+            eps=eps,
+            denominator=denominator,
+        )
+        return out, state
 
     return optax.GradientTransformation(init_fn, update_fn)
 
 
 def lars(
     learning_rate: optax.ScalarOrSchedule,
-    momentum: float = 0.9,
-    weight_decay: float = 0.0,
-    trust_coefficient: float = 1e-3,
-    eps: float = 0.0,
+    momentum: ArrayLike = 0.9,
+    weight_decay: ArrayLike = 0.0,
+    trust_coefficient: ArrayLike = 1e-3,
+    eps: ArrayLike = 0.0,
     nesterov: bool = False,
     denominator: str = "paper",
     weight_decay_mask: _masks.PerLeafSpec = None,

@@ -20,7 +20,7 @@ import numpy as np
 import optax
 from jax.typing import ArrayLike
 
-from optlib import _spectral, _validation
+from optlib import _numerics, _spectral, _validation
 
 SAMPLINGS = ("single", "paired")
 
@@ -93,9 +93,9 @@ def _move(sorted_losses, order, p, new_loss, example):
 def prospect(
     learning_rate: optax.ScalarOrSchedule,
     spectrum: ArrayLike,
-    shift_cost: float = 1.0,
+    shift_cost: ArrayLike = 1.0,
     penalty: str = "chi2",
-    l2_reg: float = 1.0,
+    l2_reg: ArrayLike = 1.0,
     sampling: str = "single",
     *,
     linear: bool = False,
@@ -258,8 +258,9 @@ def prospect(
         **extra_args,
     ):
         del extra_args
-        if params is None:
-            raise ValueError("prospect's update needs params (its ridge step is proximal)")
+        _numerics.require_params(
+            params, "prospect (its ridge step is proximal)", ", index=i, loss=l"
+        )
         _check_index("index", index, n)
         if sampling == "single":
             if loss is None:
@@ -277,8 +278,7 @@ def prospect(
         dtype = state.sorted_losses.dtype
         index = jnp.asarray(index, jnp.int32)
         loss_index = jnp.asarray(loss_index, jnp.int32)
-        eta = learning_rate(state.count) if callable(learning_rate) else learning_rate
-        eta = jnp.asarray(eta, dtype)
+        eta = _numerics.lr_at(learning_rate, state.count, dtype)
         mu = jnp.asarray(l2_reg / n, dtype)
 
         # λ_i = q*(ℓ̂)_i at the rank of example i.

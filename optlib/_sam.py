@@ -46,23 +46,20 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from jax.typing import ArrayLike
 
-from optlib import _masks, _validation
+from optlib import _masks, _numerics, _validation
 
 # Added to the perturbation's norm so a zero gradient gives a zero perturbation, not NaN.
 NORM_EPS = 1e-12
 
 
-def _wide(dtype) -> jnp.dtype:
-    return jnp.promote_types(dtype, jnp.float32)
-
-
 def sam_perturbation(
     grads: optax.Updates,
     params: optax.Params,
-    rho: float | jax.Array,
+    rho: ArrayLike,
     adaptive: bool = False,
-    adaptive_eps: float | jax.Array = 0.01,
+    adaptive_eps: ArrayLike = 0.01,
     adaptive_mask: _masks.PerLeafSpec = None,
 ) -> optax.Updates:
     r"""The SAM (or ASAM) perturbation :math:`\hat\epsilon = \rho T^2 g / (\|T g\| + \delta)`.
@@ -84,7 +81,7 @@ def sam_perturbation(
       >>> optlib.sam_perturbation(jnp.array([3.0, 4.0]), jnp.zeros(2), rho=0.5)
       Array([0.3, 0.4], dtype=float32)
     """
-    gs = jax.tree.map(lambda g: g.astype(_wide(g.dtype)), grads)
+    gs = jax.tree.map(lambda g: g.astype(_numerics.wide(g.dtype)), grads)
     if adaptive:
         scaled = _masks.resolve_mask(adaptive_mask, params, "adaptive_mask")
         ws, treedef = jax.tree.flatten(params)
@@ -97,7 +94,7 @@ def sam_perturbation(
         tg = jax.tree.map(jnp.multiply, scales, gs)
     else:
         tg = gs
-    norm = jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tg)))
+    norm = jnp.sqrt(_numerics.tree_sq_norm(tg, _numerics.scalar_dtype(tg)))
     factor = rho / (norm + NORM_EPS)
     if adaptive:
         return jax.tree.map(lambda t, g: (factor * t * t * g).astype(g.dtype), scales, gs)
@@ -115,9 +112,9 @@ def _check(rho, adaptive_eps) -> None:
 
 def sam_value_and_grad(
     loss_fn: Callable[..., Any],
-    rho: float = 0.05,
+    rho: ArrayLike = 0.05,
     adaptive: bool = False,
-    adaptive_eps: float = 0.01,
+    adaptive_eps: ArrayLike = 0.01,
     group_size: int | None = None,
     has_aux: bool = False,
     adaptive_mask: _masks.PerLeafSpec = None,
@@ -198,7 +195,9 @@ def sam_value_and_grad(
         groups = jax.tree.map(lambda x: x.reshape(n // group_size, group_size, *x.shape[1:]), args)
         per_group = jax.vmap(lambda batch: one(params, *batch, **kwargs))
         out, g = per_group(groups)
-        g = jax.tree.map(lambda x: jnp.mean(x.astype(_wide(x.dtype)), axis=0).astype(x.dtype), g)
+        g = jax.tree.map(
+            lambda x: jnp.mean(x.astype(_numerics.wide(x.dtype)), axis=0).astype(x.dtype), g
+        )
         if has_aux:
             loss, aux = out
             return (jnp.mean(loss, axis=0), aux), g
@@ -215,9 +214,9 @@ class SAMState(NamedTuple):
 
 def sam(
     base_optimizer: optax.GradientTransformation,
-    rho: float = 0.05,
+    rho: ArrayLike = 0.05,
     adaptive: bool = False,
-    adaptive_eps: float = 0.01,
+    adaptive_eps: ArrayLike = 0.01,
     adaptive_mask: _masks.PerLeafSpec = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""SAM as an optax transform: ``update(grads, state, params, grad_fn=...)``.
@@ -269,8 +268,7 @@ def sam(
                 "sam needs grad_fn=: call update(grads, state, params, grad_fn=f) with "
                 "f(params) -> gradient of the loss at params"
             )
-        if params is None:
-            raise ValueError("sam needs the current params: call update(g, s, params, grad_fn=f)")
+        _numerics.require_params(params, "sam", ", grad_fn=f")
         eps = sam_perturbation(updates, params, rho, adaptive, adaptive_eps, adaptive_mask)
         g_sam = grad_fn(_perturb(params, eps))
         g_sam = jax.tree.map(lambda s, g: s.astype(g.dtype), g_sam, updates)

@@ -60,8 +60,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from jax.typing import ArrayLike
 
-from optlib import _validation
+from optlib import _numerics, _validation
 
 VARIANTS = ("reference", "paper")
 
@@ -94,21 +95,6 @@ class ScheduleFreeBaseState(NamedTuple):
     nu: optax.Updates
 
 
-def _wide(dtype) -> jnp.dtype:
-    """At least float32: bfloat16 accumulators stall."""
-    return jnp.promote_types(dtype, jnp.float32)
-
-
-def _scalar_dtype(params) -> jnp.dtype:
-    dtypes = [_wide(x.dtype) for x in jax.tree.leaves(params)]
-    return jnp.result_type(*dtypes) if dtypes else jnp.dtype(jnp.float32)
-
-
-def _at(schedule: optax.ScalarOrSchedule, count: jax.Array, dtype) -> jax.Array:
-    value = schedule(count) if callable(schedule) else schedule
-    return jnp.asarray(value, dtype)
-
-
 def _check_common(b1, weight_lr_power, r) -> None:
     _validation.check_beta("b1", b1)
     _validation.check_non_negative("weight_lr_power", weight_lr_power)
@@ -118,9 +104,9 @@ def _check_common(b1, weight_lr_power, r) -> None:
 def schedule_free(
     base_optimizer: optax.GradientTransformation,
     learning_rate: optax.ScalarOrSchedule,
-    b1: float = 0.9,
-    weight_lr_power: float = 2.0,
-    r: float = 0.0,
+    b1: ArrayLike = 0.9,
+    weight_lr_power: ArrayLike = 2.0,
+    r: ArrayLike = 0.0,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Makes any base optimizer schedule-free.
 
@@ -171,7 +157,7 @@ def _schedule_free(base_optimizer, learning_rate, b1, weight_lr_power, r, y_step
     base = optax.with_extra_args_support(base_optimizer)
 
     def init_fn(params):
-        dtype = _scalar_dtype(params)
+        dtype = _numerics.scalar_dtype(params)
         return ScheduleFreeState(
             b1=jnp.asarray(b1, dtype),
             count=jnp.zeros([], jnp.int32),
@@ -179,16 +165,15 @@ def _schedule_free(base_optimizer, learning_rate, b1, weight_lr_power, r, y_step
             lr_max=jnp.zeros([], dtype),
             # A copy even when the dtype is kept: a donated step must not see the params'
             # buffer twice.
-            z=jax.tree.map(lambda p: jnp.astype(p, _wide(p.dtype), copy=True), params),
+            z=jax.tree.map(lambda p: jnp.astype(p, _numerics.wide(p.dtype), copy=True), params),
             base_state=base.init(params),
         )
 
     def update_fn(updates, state, params=None, **extra_args):
-        if params is None:
-            raise ValueError("schedule_free needs the current params: call update(g, s, params)")
+        _numerics.require_params(params, "schedule_free")
         dtype = state.weight_sum.dtype
         k = state.count
-        lr = _at(learning_rate, k, dtype)
+        lr = _numerics.lr_at(learning_rate, k, dtype)
         lr_max = jnp.maximum(state.lr_max, lr)
         weight = jnp.power((k + 1).astype(dtype), r) * jnp.power(lr_max, weight_lr_power)
         weight_sum = state.weight_sum + weight
@@ -265,12 +250,16 @@ def _scale_by_sf_base(
     """
 
     def init_fn(params):
-        nu = jax.tree.map(lambda p: jnp.zeros_like(p, _wide(p.dtype)), params) if adam else None
+        nu = (
+            jax.tree.map(lambda p: jnp.zeros_like(p, _numerics.wide(p.dtype)), params)
+            if adam
+            else None
+        )
         return ScheduleFreeBaseState(count=jnp.zeros([], jnp.int32), nu=nu)
 
     def steps(updates, k, nu, params, again: bool):
-        dtype = _scalar_dtype(params)
-        lr = _at(schedule, k, dtype)
+        dtype = _numerics.scalar_dtype(params)
+        lr = _numerics.lr_at(schedule, k, dtype)
         treedef = jax.tree.structure(params)
         gs = treedef.flatten_up_to(updates)
         ys = treedef.flatten_up_to(params)
@@ -288,7 +277,7 @@ def _scale_by_sf_base(
             nus = treedef.flatten_up_to(nu)
             dirs = [g.astype(v.dtype) / (root(v) + eps) for g, v in zip(gs, nus, strict=True)]
         else:
-            dirs = [g.astype(_wide(g.dtype)) for g in gs]
+            dirs = [g.astype(_numerics.wide(g.dtype)) for g in gs]
         out = []
         for d, y in zip(dirs, ys, strict=True):
             d = d + weight_decay * y.astype(d.dtype)
@@ -296,8 +285,7 @@ def _scale_by_sf_base(
         return treedef.unflatten(out)
 
     def update_fn(updates, state, params=None):
-        if params is None:
-            raise ValueError("schedule-free needs the current params: call update(g, s, params)")
+        _numerics.require_params(params, "schedule-free")
         nu = None
         if adam:
             nu = jax.tree.map(
@@ -316,11 +304,11 @@ def _scale_by_sf_base(
 
 def schedule_free_sgd(
     learning_rate: optax.ScalarOrSchedule = 1.0,
-    b1: float = 0.9,
-    warmup_steps: int = 0,
-    weight_decay: float = 0.0,
-    r: float = 0.0,
-    weight_lr_power: float = 2.0,
+    b1: ArrayLike = 0.9,
+    warmup_steps: ArrayLike = 0,
+    weight_decay: ArrayLike = 0.0,
+    r: ArrayLike = 0.0,
+    weight_lr_power: ArrayLike = 2.0,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Schedule-free SGD (the reference's ``SGDScheduleFree``).
 
@@ -368,13 +356,13 @@ def schedule_free_sgd(
 
 def schedule_free_adamw(
     learning_rate: optax.ScalarOrSchedule = 2.5e-3,
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-8,
-    warmup_steps: int = 0,
-    weight_decay: float = 0.0,
-    r: float = 0.0,
-    weight_lr_power: float = 2.0,
+    b1: ArrayLike = 0.9,
+    b2: ArrayLike = 0.999,
+    eps: ArrayLike = 1e-8,
+    warmup_steps: ArrayLike = 0,
+    weight_decay: ArrayLike = 0.0,
+    r: ArrayLike = 0.0,
+    weight_lr_power: ArrayLike = 2.0,
     variant: str = "reference",
 ) -> optax.GradientTransformationExtraArgs:
     r"""Schedule-free AdamW.
@@ -442,18 +430,6 @@ def schedule_free_adamw(
     return _schedule_free(base, schedule, b1, weight_lr_power, r, y_steps)
 
 
-def _find_state(opt_state: optax.OptState) -> ScheduleFreeState:
-    is_sf = lambda s: isinstance(s, ScheduleFreeState)  # noqa: E731
-    found = [s for s in jax.tree.leaves(opt_state, is_leaf=is_sf) if is_sf(s)]
-    if len(found) != 1:
-        what = "no ScheduleFreeState" if not found else f"{len(found)} ScheduleFreeStates"
-        raise ValueError(
-            f"schedule_free_eval_params needs exactly one schedule-free state inside opt_state, "
-            f"found {what}"
-        )
-    return found[0]
-
-
 def schedule_free_eval_params(opt_state: optax.OptState, params: optax.Params) -> optax.Params:
     r"""The evaluation point :math:`x = (y - (1 - \beta) z) / \beta` of a schedule-free run.
 
@@ -482,7 +458,9 @@ def schedule_free_eval_params(opt_state: optax.OptState, params: optax.Params) -
       >>> optlib.schedule_free_eval_params(state, params)["w"].shape
       (3,)
     """
-    state = _find_state(opt_state)
+    state = _numerics.find_state(
+        opt_state, ScheduleFreeState, "schedule_free_eval_params", "optlib.schedule_free*"
+    )
     b1 = _validation.concrete_scalar(state.b1)
     if b1 is not None and b1 == 0:
         raise ValueError(

@@ -7,8 +7,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from jax.typing import ArrayLike
 
-from optlib import _lars, _masks, _validation
+from optlib import _layerwise, _masks, _numerics, _validation
 
 # The public repository (KhoiDOO/tvlars, opt/tvlars.py) hard-codes these.
 REPO_ALPHA = 0.1
@@ -21,7 +22,13 @@ class ScaleByTvlarsState(NamedTuple):
     count: jax.Array  # int32 scalar
 
 
-def tvlars_factor(step, alpha: float, decay_rate: float, delay_steps: float, min_factor: float):
+def tvlars_factor(
+    step: ArrayLike,
+    alpha: ArrayLike,
+    decay_rate: ArrayLike,
+    delay_steps: ArrayLike,
+    min_factor: ArrayLike,
+) -> jax.Array:
     r"""The time-varying factor :math:`\phi(t) = 1/(\alpha + e^{\lambda (t - d_e)}) + \gamma_{min}`.
 
     `step` is the 1-based step number :math:`t` (the first update has t = 1), as in the
@@ -49,15 +56,15 @@ def _repo_scaled_coefficient(count, decay_rate, trust_coefficient):
 
 
 def scale_by_tvlars(
-    weight_decay: float = 5e-4,
-    trust_coefficient: float = 1e-3,
-    eps: float = 0.0,
-    alpha: float = REPO_ALPHA,
-    decay_rate: float = 1e-3,
-    delay_steps: float = 0.0,
-    min_factor: float = 0.0,
+    weight_decay: ArrayLike = 5e-4,
+    trust_coefficient: ArrayLike = 1e-3,
+    eps: ArrayLike = 0.0,
+    alpha: ArrayLike = REPO_ALPHA,
+    decay_rate: ArrayLike = 1e-3,
+    delay_steps: ArrayLike = 0.0,
+    min_factor: ArrayLike = 0.0,
     denominator: str = "paper",
-    norm_clip: float | None = None,
+    norm_clip: ArrayLike | None = None,
     repo_compat: bool = False,
     weight_decay_mask: _masks.PerLeafSpec = None,
     adaptation_mask: _masks.PerLeafSpec = None,
@@ -104,7 +111,7 @@ def scale_by_tvlars(
       Do et al., "Revisiting LARS for Large Batch Training Generalization of Neural
       Networks", arXiv:2309.14053, 2023.
     """
-    _lars.check_lars_args(weight_decay, trust_coefficient, eps, denominator)
+    _layerwise.check_lars_args(weight_decay, trust_coefficient, eps, denominator)
     _validation.check_range("alpha", alpha, 0.0, None, low_open=True)
     _validation.check_non_negative("decay_rate", decay_rate)
     _validation.check_non_negative("delay_steps", delay_steps)
@@ -129,13 +136,14 @@ def scale_by_tvlars(
         norm_clip = REPO_NORM_CLIP if norm_clip is None else norm_clip
 
     def init_fn(params):
-        _lars.resolve_lars_specs(weight_decay_mask, adaptation_mask, layer_axes, params)
+        _layerwise.resolve_lars_specs(weight_decay_mask, adaptation_mask, layer_axes, params)
         return ScaleByTvlarsState(count=jnp.zeros([], jnp.int32))
 
     def update_fn(updates, state, params=None):
-        if params is None:
-            raise ValueError("scale_by_tvlars needs the current params: call update(g, s, params)")
-        flags = _lars.resolve_lars_specs(weight_decay_mask, adaptation_mask, layer_axes, params)
+        _numerics.require_params(params, "scale_by_tvlars")
+        flags = _layerwise.resolve_lars_specs(
+            weight_decay_mask, adaptation_mask, layer_axes, params
+        )
         count = optax.safe_increment(state.count)
         if repo_compat:
             # The repository evaluates the factor, and its product with eta, in float32
@@ -144,42 +152,34 @@ def scale_by_tvlars(
         else:
             factor = tvlars_factor(count, alpha, decay_rate, delay_steps, min_factor)
             scaled_coefficient = trust_coefficient * factor
-        treedef = jax.tree.structure(params)
-        out = [
-            _lars.lars_direction(
-                g,
-                w,
-                weight_decay=weight_decay,
-                trust_coefficient=scaled_coefficient,
-                eps=eps,
-                denominator=denominator,
-                decay=decay,
-                adapt=adapt,
-                num_layer_axes=num_axes,
-                norm_clip=norm_clip,
-            ).astype(g.dtype)
-            for g, w, decay, adapt, num_axes in zip(
-                treedef.flatten_up_to(updates), jax.tree.leaves(params), *flags, strict=True
-            )
-        ]
-        return treedef.unflatten(out), ScaleByTvlarsState(count)
+        out = _layerwise.lars_updates(
+            updates,
+            params,
+            flags,
+            weight_decay=weight_decay,
+            trust_coefficient=scaled_coefficient,
+            eps=eps,
+            denominator=denominator,
+            norm_clip=norm_clip,
+        )
+        return out, ScaleByTvlarsState(count)
 
     return optax.GradientTransformation(init_fn, update_fn)
 
 
 def tvlars(
     learning_rate: optax.ScalarOrSchedule,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
-    trust_coefficient: float = 1e-3,
-    eps: float = 0.0,
-    alpha: float = REPO_ALPHA,
-    decay_rate: float = 1e-3,
-    delay_steps: float = 0.0,
-    min_factor: float = 0.0,
+    momentum: ArrayLike = 0.9,
+    weight_decay: ArrayLike = 5e-4,
+    trust_coefficient: ArrayLike = 1e-3,
+    eps: ArrayLike = 0.0,
+    alpha: ArrayLike = REPO_ALPHA,
+    decay_rate: ArrayLike = 1e-3,
+    delay_steps: ArrayLike = 0.0,
+    min_factor: ArrayLike = 0.0,
     nesterov: bool = False,
     denominator: str = "paper",
-    norm_clip: float | None = None,
+    norm_clip: ArrayLike | None = None,
     repo_compat: bool = False,
     weight_decay_mask: _masks.PerLeafSpec = None,
     adaptation_mask: _masks.PerLeafSpec = None,

@@ -33,6 +33,12 @@ def concrete_scalar(value: Any) -> float | None:
     return float(array)
 
 
+def is_zero(value: Any) -> bool:
+    """True only for a concrete 0 (a traced value, e.g. from inject_hyperparams, is not)."""
+    number = concrete_scalar(value)
+    return number is not None and number == 0.0
+
+
 def check_learning_rate(learning_rate: Any, name: str = "learning_rate") -> None:
     """A learning rate is a finite number >= 0 or a schedule (a callable of the step)."""
     if callable(learning_rate):
