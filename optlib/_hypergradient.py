@@ -5,13 +5,13 @@ step), with the optional safeguard of FedHyper (Wang, Wang, Li, 2024) against ne
 exploding learning rates.
 """
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from optlib import _validation
+from optlib import _numerics, _validation
 
 # FedHyper's client-side scheduler (FedHyper-CL) multiplies the local learning rate by at most
 # 1.1 per step and keeps it within [0.1, 10] times its starting value; FedHyper-SL clips the
@@ -34,26 +34,6 @@ class HypergradientState(NamedTuple):
     hypergradient: jax.Array  # h_t = <g_t, u_{t-1}> of the last update (0 before any).
     prev_direction: optax.Updates  # u_{t-1}: the last direction, zeros before the first.
     inner_state: optax.OptState  # the direction transform's state.
-
-
-def _scalar_dtype(params: optax.Params) -> jnp.dtype:
-    """float32, or float64 when the params are (the reference tests run in float64)."""
-    dtype = jnp.float32
-    for leaf in jax.tree.leaves(params):
-        dtype = jnp.promote_types(dtype, leaf.dtype)
-    return dtype
-
-
-def _is_zero(value: Any) -> bool:
-    """True only for a concrete 0 (a traced value, e.g. from inject_hyperparams, is not)."""
-    number = _validation.concrete_scalar(value)
-    return number is not None and number == 0.0
-
-
-def _inner(a: optax.Updates, b: optax.Updates, dtype: jnp.dtype) -> jax.Array:
-    """<a, b> over the whole tree, accumulated in `dtype`."""
-    leaves = jax.tree.map(lambda x, y: jnp.vdot(x.astype(dtype), y.astype(dtype)), a, b)
-    return sum(jax.tree.leaves(leaves), jnp.zeros([], dtype))
 
 
 def hypergradient(
@@ -197,16 +177,12 @@ def hypergradient(
             "(the defaults are 0.1 and 10 times the learning rate)"
         )
     growth = _SAFEGUARD_MAX_GROWTH if max_growth is None else max_growth
-    decay = not _is_zero(weight_decay)
+    decay = not _validation.is_zero(weight_decay)
     direction = optax.with_extra_args_support(direction)
 
-    def lr_at(count, dtype):
-        value = learning_rate(count) if callable(learning_rate) else learning_rate
-        return jnp.asarray(value, dtype)
-
     def init_fn(params):
-        dtype = _scalar_dtype(params)
-        lr = lr_at(jnp.zeros([], jnp.int32), dtype)
+        dtype = _numerics.scalar_dtype(params)
+        lr = _numerics.lr_at(learning_rate, jnp.zeros([], jnp.int32), dtype)
         return HypergradientState(
             count=jnp.zeros([], jnp.int32),
             alpha=lr,
@@ -219,19 +195,15 @@ def hypergradient(
 
     def update_fn(updates, state, params=None, **extra_args):
         if decay:
-            if params is None:
-                raise ValueError(
-                    "hypergradient with weight_decay needs the params: call "
-                    "update(grads, state, params)"
-                )
+            _numerics.require_params(params, "hypergradient with weight_decay")
             updates = jax.tree.map(
                 lambda g, x: g + jnp.asarray(weight_decay, g.dtype) * x.astype(g.dtype),
                 updates,
                 params,
             )
         dtype = state.alpha.dtype
-        lr = lr_at(state.count, dtype)
-        h = _inner(updates, state.prev_direction, dtype)
+        lr = _numerics.lr_at(learning_rate, state.count, dtype)
+        h = _numerics.tree_real_dot(updates, state.prev_direction, dtype)
         u, inner_state = direction.update(updates, state.inner_state, params, **extra_args)
 
         # alpha_{t-1} s_t / s_{t-1}; the ratio is exactly 1 for a constant learning rate.
@@ -311,7 +283,7 @@ def sgd_hd(
         raise ValueError(f"nesterov must be True or False, got {nesterov!r}")
     _validation.check_beta("momentum", momentum)
     # An injected (array) momentum keeps its buffer, so init and update agree on the state.
-    plain = not isinstance(momentum, jax.Array) and _is_zero(momentum)
+    plain = not isinstance(momentum, jax.Array) and _validation.is_zero(momentum)
     if nesterov and plain:
         raise ValueError("nesterov=True needs a momentum in (0, 1), got momentum=0")
     direction = optax.identity() if plain else optax.trace(momentum, nesterov=nesterov)
@@ -347,7 +319,7 @@ def _scale_by_adam_reference(b1: float, b2: float, eps: float) -> optax.Gradient
         count = optax.safe_increment(state.count)
 
         def leaf(g, m, v):
-            dtype = jnp.promote_types(g.dtype, jnp.float32)
+            dtype = _numerics.wide(g.dtype)
             g = g.astype(dtype)
             m_new = b1 * m.astype(dtype) + (1 - b1) * g
             v_new = b2 * v.astype(dtype) + (1 - b2) * jnp.square(g)
