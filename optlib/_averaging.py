@@ -1,7 +1,5 @@
 """Iterate averaging as a wrapper: polynomial-decay (Shamir and Zhang, 2013) and EMA."""
 
-from __future__ import annotations
-
 from typing import Any, NamedTuple
 
 import jax
@@ -46,6 +44,8 @@ def with_averaging(
     The wrapper computes :math:`x_t` as ``params + updates``, so it must be the last
     transformation that changes the updates (wrap the whole chain, not a part of it).
 
+
+    Complex params are averaged like real ones.
     Args:
       inner: the optimizer whose iterates are averaged.
       kind: ``"polynomial"`` or ``"ema"``.

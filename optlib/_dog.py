@@ -1,7 +1,5 @@
 """DoG and L-DoG: the parameter-free "distance over gradients" step size (Ivgi et al., 2023)."""
 
-from __future__ import annotations
-
 from typing import Any, NamedTuple
 
 import jax
@@ -212,6 +210,9 @@ def dog(
     that DoG needs iterate averaging: wrap it in `optlib.with_averaging` and evaluate
     `optlib.averaged_params`.
 
+
+    Complex params are supported (pass conjugated gradients): squared norms and distances
+    are of absolute values, and the statistics are real.
     Args:
       learning_rate: the multiplier :math:`c > 0`, or a schedule of the step count.
       reps_rel: relative initial movement, > 0 (1e-6; the authors suggest 1e-4 with batch

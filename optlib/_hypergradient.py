@@ -94,6 +94,9 @@ def hypergradient(
     computes :math:`h_t` over the whole tree in float32 or wider, so sharded params give the
     same :math:`\alpha` as unsharded ones.
 
+
+    Complex params are supported (pass conjugated gradients): :math:`h_t` is the real inner
+    product :math:`\mathrm{Re}\langle g_t, u_{t-1}\rangle`.
     Args:
       direction: the transform whose output :math:`u_t` is the (unscaled) descent direction,
         e.g. ``optax.identity()``, ``optax.trace(0.9, nesterov=True)``,
@@ -218,7 +221,9 @@ def hypergradient(
             alpha = jnp.minimum(jnp.maximum(alpha, lo), hi)
         alpha = jnp.where(lr > 0, alpha, 0)
 
-        new_updates = jax.tree.map(lambda d: (-alpha * d.astype(dtype)).astype(d.dtype), u)
+        new_updates = jax.tree.map(
+            lambda d: (-alpha * d.astype(_numerics.complex_if(dtype, d))).astype(d.dtype), u
+        )
         new_state = HypergradientState(
             count=optax.safe_increment(state.count),
             alpha=alpha,
@@ -311,7 +316,8 @@ def _scale_by_adam_reference(b1: float, b2: float, eps: float) -> optax.Gradient
         return optax.ScaleByAdamState(
             count=jnp.zeros([], jnp.int32),
             mu=optax.tree.zeros_like(params),
-            nu=optax.tree.zeros_like(params),
+            # |g|^2 is real: complex params get a real second moment.
+            nu=jax.tree.map(lambda p: jnp.zeros_like(p, _numerics.real_dtype(p.dtype)), params),
         )
 
     def update_fn(updates, state, params=None):
@@ -322,8 +328,9 @@ def _scale_by_adam_reference(b1: float, b2: float, eps: float) -> optax.Gradient
             dtype = _numerics.wide(g.dtype)
             g = g.astype(dtype)
             m_new = b1 * m.astype(dtype) + (1 - b1) * g
-            v_new = b2 * v.astype(dtype) + (1 - b2) * jnp.square(g)
-            t = count.astype(dtype)
+            real = _numerics.real_dtype(dtype)
+            v_new = b2 * v.astype(real) + (1 - b2) * _numerics.abs_sq(g)
+            t = count.astype(real)
             correction = jnp.sqrt(1 - b2**t) / (1 - b1**t)
             u = m_new / (jnp.sqrt(v_new) + eps) * correction
             return u.astype(m.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype)

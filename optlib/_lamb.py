@@ -1,7 +1,5 @@
 """LAMB: layer-wise adaptive moments for large-batch training (You et al., 2020)."""
 
-from __future__ import annotations
-
 from typing import NamedTuple
 
 import jax
@@ -49,6 +47,10 @@ def scale_by_lamb(
     identity scaling function with no clipping (:math:`c = \infty`) unless `trust_clip` is set.
     Where `adaptation_mask` is False the ratio is 1 (plain AdamW direction for that leaf).
 
+
+    Complex params are supported as in optax (pass conjugated gradients): the second moment
+    is of :math:`|g|^2` and kept real, and the trust ratio uses the norms of :math:`|w|` and
+    :math:`|r|`.
     Args:
       b1: decay rate of the first moment, in [0, 1).
       b2: decay rate of the second moment, in [0, 1).
@@ -86,7 +88,8 @@ def scale_by_lamb(
         return ScaleByLambState(
             count=jnp.zeros([], jnp.int32),
             mu=optax.tree_utils.tree_zeros_like(params),
-            nu=optax.tree_utils.tree_zeros_like(params),
+            # |g|^2 is real: complex params get a real second moment.
+            nu=jax.tree.map(lambda p: jnp.zeros_like(p, _numerics.real_dtype(p.dtype)), params),
         )
 
     def update_fn(updates, state, params=None):
@@ -108,9 +111,10 @@ def scale_by_lamb(
         for g, m, v, w, decay, adapt, num_axes in leaves:
             dtype = _numerics.wide(g.dtype)
             g32, w32 = g.astype(dtype), w.astype(dtype)
-            t = count.astype(dtype)
+            real = _numerics.real_dtype(dtype)
+            t = count.astype(real)
             m_new = b1 * m.astype(dtype) + (1 - b1) * g32
-            v_new = b2 * v.astype(dtype) + (1 - b2) * jnp.square(g32)
+            v_new = b2 * v.astype(real) + (1 - b2) * _numerics.abs_sq(g32)
             m_hat = m_new / (1 - b1**t)
             v_hat = v_new / (1 - b2**t)
             r = m_hat / (jnp.sqrt(v_hat) + eps)

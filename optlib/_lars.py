@@ -1,7 +1,5 @@
 """LARS: layer-wise adaptive rate scaling (You, Gitman, Ginsburg, 2017)."""
 
-from __future__ import annotations
-
 from typing import NamedTuple
 
 import optax
@@ -40,6 +38,9 @@ def scale_by_lars(
     when :math:`\beta = 0`). Where `adaptation_mask` is False, :math:`\lambda_l = 1` (plain
     SGD direction); where `weight_decay_mask` is False, :math:`\beta = 0` for that leaf.
 
+
+    Complex params are supported (pass conjugated gradients): the norms are of :math:`|w|`
+    and :math:`|g|`.
     Args:
       weight_decay: coupled weight decay :math:`\beta`, >= 0.
       trust_coefficient: :math:`\eta > 0`.

@@ -15,8 +15,6 @@ Under `optax.inject_hyperparams`, name callable specs in `static_args` (optax tr
 other callable argument as a schedule), or pass the resolved tree instead of the callable.
 """
 
-from __future__ import annotations
-
 import re
 from collections.abc import Callable
 from typing import Any

@@ -137,6 +137,17 @@ def find_state(opt_state: Any, state_type: type, caller: str, made_by: str) -> A
     )
 
 
+def reject_complex(tree: Any, name: str) -> None:
+    """A ValueError naming the first complex leaf of `tree`, for optimizers without support."""
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        if is_complex(leaf):
+            where = jax.tree_util.keystr(path) or "the params (a single array)"
+            raise ValueError(
+                f"{name} does not support complex parameters; the leaf {where} is "
+                f"{jnp.dtype(leaf.dtype).name}"
+            )
+
+
 def require_params(params: Any, name: str, extra: str = "") -> None:
     """Raises the ValueError every optimizer gives when `update` is called without params."""
     if params is None:

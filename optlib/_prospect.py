@@ -8,8 +8,6 @@ Not in tests/test_contract.py: every update needs the sampled example's index an
 Its own tests are tests/test_prospect.py.
 """
 
-from __future__ import annotations
-
 import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -139,6 +137,8 @@ def prospect(
     Linear mode (`linear=True`) is for models `ℓ_i(w) = φ(x_i·w, y_i)` with params one array of
     shape `(d,)`: the table stores one scalar per example instead of a gradient row.
 
+
+    Complex params are not supported: `init` raises a ValueError naming the complex leaf.
     Args:
       learning_rate: `η`, a float or a schedule of the step.
       spectrum: the spectrum `σ`, shape `(n,)` (`optlib.spectral.cvar(n, 0.5)`, ...).
@@ -222,6 +222,7 @@ def prospect(
                 )
 
     def init_fn(params, *, losses=None, grads=None, features=None):
+        _numerics.reject_complex(params, "prospect")
         check_tables(params, losses, grads, features)
         dtype = jax.tree.leaves(params)[0].dtype
         losses = jnp.asarray(losses, dtype)

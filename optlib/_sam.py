@@ -31,14 +31,18 @@ Two forms:
   params, grad_fn=...)`` takes the gradient at :math:`w` as ``grads``, calls
   ``grad_fn(w + eps)`` and passes the result to the base optimizer.
 
+Complex params are supported. `sam_value_and_grad` works in ``jax.grad``'s convention (its
+gradient of a real loss in complex params is the conjugate of the ascent direction, so it
+perturbs along the conjugate and returns ``jax.grad``'s kind of gradient); `sam` works in
+optax's (the gradients it gets are conjugated, and ``grad_fn`` must return them conjugated
+too).
+
 References:
   Foret, Kleiner, Mobahi, Neyshabur, "Sharpness-Aware Minimization for Efficiently Improving
   Generalization", ICLR 2021, arXiv:2010.01412.
   Kwon, Kim, Park, Choi, "ASAM: Adaptive Sharpness-Aware Minimization for Scale-Invariant
   Learning of Deep Neural Networks", ICML 2021, arXiv:2102.11600.
 """
-
-from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -87,7 +91,9 @@ def sam_perturbation(
         ws, treedef = jax.tree.flatten(params)
         scales = treedef.unflatten(
             [
-                jnp.abs(w.astype(g.dtype)) + adaptive_eps if on else jnp.ones_like(g)
+                jnp.abs(w.astype(g.dtype)) + adaptive_eps
+                if on
+                else jnp.ones(g.shape, _numerics.real_dtype(g.dtype))
                 for w, g, on in zip(ws, treedef.flatten_up_to(gs), scaled, strict=True)
             ]
         )
@@ -173,7 +179,9 @@ def sam_value_and_grad(
 
     def one(params, *args, **kwargs):
         out, g = value_and_grad(params, *args, **kwargs)
-        eps = sam_perturbation(g, params, rho, adaptive, adaptive_eps, adaptive_mask)
+        # jax.grad of a real loss in complex params is the conjugate of the ascent direction.
+        ascent = jax.tree.map(lambda x: jnp.conj(x) if _numerics.is_complex(x) else x, g)
+        eps = sam_perturbation(ascent, params, rho, adaptive, adaptive_eps, adaptive_mask)
         g_sam = grad(_perturb(params, eps), *args, **kwargs)
         if has_aux:
             g_sam = g_sam[0]

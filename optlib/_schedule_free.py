@@ -52,8 +52,6 @@ References:
   arXiv:2405.15682; reference code facebookresearch/schedule_free (PyPI ``schedulefree``).
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
@@ -116,6 +114,8 @@ def schedule_free(
     ``optax.adam(lr, b1=0.0)``): :math:`\beta` plays that role. See the module docstring for
     the update and the step convention.
 
+
+    Complex params are supported (pass conjugated gradients); the scalars stay real.
     Args:
       base_optimizer: the transform whose updates step :math:`z` (learning rate included).
         Extra keyword arguments of `update` are forwarded to it.
@@ -250,11 +250,9 @@ def _scale_by_sf_base(
     """
 
     def init_fn(params):
-        nu = (
-            jax.tree.map(lambda p: jnp.zeros_like(p, _numerics.wide(p.dtype)), params)
-            if adam
-            else None
-        )
+        # |g|^2 is real: complex params get a real second moment.
+        real = lambda p: _numerics.real_dtype(_numerics.wide(p.dtype))  # noqa: E731
+        nu = jax.tree.map(lambda p: jnp.zeros_like(p, real(p)), params) if adam else None
         return ScheduleFreeBaseState(count=jnp.zeros([], jnp.int32), nu=nu)
 
     def steps(updates, k, nu, params, again: bool):
@@ -275,7 +273,10 @@ def _scale_by_sf_base(
                 return jnp.sqrt(4 * v) * 0.5 if again else jnp.sqrt(v)
 
             nus = treedef.flatten_up_to(nu)
-            dirs = [g.astype(v.dtype) / (root(v) + eps) for g, v in zip(gs, nus, strict=True)]
+            dirs = [
+                g.astype(_numerics.complex_if(v.dtype, g)) / (root(v) + eps)
+                for g, v in zip(gs, nus, strict=True)
+            ]
         else:
             dirs = [g.astype(_numerics.wide(g.dtype)) for g in gs]
         out = []
@@ -289,7 +290,11 @@ def _scale_by_sf_base(
         nu = None
         if adam:
             nu = jax.tree.map(
-                lambda g, v: b2 * v + (1 - b2) * jnp.square(g.astype(v.dtype)), updates, state.nu
+                lambda g, v: (
+                    b2 * v + (1 - b2) * _numerics.abs_sq(g.astype(_numerics.complex_if(v.dtype, g)))
+                ),
+                updates,
+                state.nu,
             )
         new_state = ScheduleFreeBaseState(optax.safe_increment(state.count), nu)
         return steps(updates, state.count, nu, params, again=False), new_state
@@ -316,6 +321,8 @@ def schedule_free_sgd(
     :math:`\gamma_k = \gamma \min(1, (k+1)/W)` (0-based :math:`k`; no warm-up for
     :math:`W = 0`), and the averaging of `schedule_free` (module docstring).
 
+
+    Complex params are supported (pass conjugated gradients).
     Args:
       learning_rate: :math:`\gamma` (float or schedule of the 0-based step), >= 0. The
         reference's default is 1.0; schedule-free SGD wants 10-50x the usual SGD rate.
@@ -382,6 +389,9 @@ def schedule_free_adamw(
 
     The reference variant is the default because it is what the authors' package ships now.
 
+
+    Complex params are supported (pass conjugated gradients): the second moment is of
+    :math:`|g|^2` and kept real.
     Args:
       learning_rate: :math:`\gamma` (float or schedule of the 0-based step), >= 0.
       b1: :math:`\beta \in [0, 1)`, the interpolation (there is no first moment).

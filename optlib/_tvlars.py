@@ -1,7 +1,5 @@
 """TVLARS: LARS with a time-varying trust-ratio factor instead of warm-up (Do et al., 2023)."""
 
-from __future__ import annotations
-
 from typing import NamedTuple
 
 import jax
@@ -91,6 +89,8 @@ def scale_by_tvlars(
     values; the paper's recommended settings could not be checked (ALGORITHMS.md §3), so tune
     them for your run.
 
+
+    Complex params are supported as in `optlib.scale_by_lars`.
     Args:
       weight_decay: coupled weight decay :math:`\beta`, >= 0.
       trust_coefficient: :math:`\eta > 0`.

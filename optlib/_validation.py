@@ -8,8 +8,6 @@ Values that are traced (for example hyper-parameters injected by `optax.inject_h
 and read inside `jax.jit`) cannot be inspected and are accepted as they are.
 """
 
-from __future__ import annotations
-
 import math
 from collections.abc import Iterable
 from typing import Any

@@ -343,3 +343,21 @@ def test_matches_optax_contrib_sam_in_opaque_mode():
         p2 = optax.apply_updates(p2, u2)
     for k in p1:
         np.testing.assert_allclose(p1[k], p2[k], rtol=1e-5, atol=1e-6)
+
+
+def test_complex_params_perturb_like_their_real_pair():
+    # A real loss of complex z = x + iy is a loss of the real pair (x, y). SAM on z must
+    # perturb and differentiate exactly as SAM on (x, y): jax.grad returns dx - i dy for z.
+    a = jnp.array([1.0, 3.0, 0.5])
+
+    def loss_c(z):
+        return jnp.sum(a * jnp.abs(z - (0.5 - 1.0j)) ** 4)
+
+    def loss_r(p):
+        return loss_c(p["x"] + 1j * p["y"])
+
+    z = jnp.array([1.0 + 0.5j, -0.3 + 0.1j, 2.0 - 1.0j], jnp.complex64)
+    value_c, g_c = optlib.sam_value_and_grad(loss_c, rho=0.3)(z)
+    value_r, g_r = optlib.sam_value_and_grad(loss_r, rho=0.3)({"x": z.real, "y": z.imag})
+    np.testing.assert_allclose(value_c, value_r, rtol=1e-6)
+    np.testing.assert_allclose(g_c, g_r["x"] - 1j * g_r["y"], rtol=1e-5)
