@@ -105,20 +105,27 @@ def with_averaging(
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def averaged_params(opt_state: Any) -> optax.Params:
+def averaged_params(opt_state: Any, params: Any = None) -> optax.Params:
     """The iterate average kept by `with_averaging`, wherever it sits in ``opt_state``.
 
     Searches the whole state pytree, so the wrapper may be nested in `optax.chain`,
-    `optax.masked`, `optax.inject_hyperparams`, `optax.MultiSteps` and the like.
+    `optax.masked`, `optax.multi_transform`, `optax.inject_hyperparams`, `optax.MultiSteps`,
+    an ``nnx.Optimizer`` and the like.
 
     Args:
-      opt_state: an optimizer state that contains exactly one `AveragingState`.
+      opt_state: an optimizer state that contains a `with_averaging` state (or several,
+        acting on disjoint parts of the params).
+      params: the current params. Needed where the average covers only part of them (under
+        `optax.masked` or `optax.multi_transform`): the leaves it does not cover are taken
+        from `params`, so the result is shaped like the params. Without `params`, the
+        average is returned as it is stored.
 
     Returns:
-      The averaged params (under `optax.masked`, only the masked-in leaves are real arrays).
+      The averaged params.
 
     Raises:
-      ValueError: if the state holds no `AveragingState`, or more than one.
+      ValueError: no `AveragingState`, two acting on one leaf, or a partial average and no
+        `params`.
 
     Example:
       >>> import jax.numpy as jnp, optax, optlib
@@ -127,7 +134,23 @@ def averaged_params(opt_state: Any) -> optax.Params:
       >>> optlib.averaged_params(state)["w"]
       Array([1., 1.], dtype=float32)
     """
-    state = _numerics.find_state(
-        opt_state, AveragingState, "averaged_params", "optlib.with_averaging"
-    )
+    caller, made_by = "averaged_params", "optlib.with_averaging"
+    if params is not None:
+        return _numerics.merge_states_into_params(
+            opt_state,
+            params,
+            AveragingState,
+            lambda state: state.average,
+            lambda state, x, average: average,
+            caller,
+            made_by,
+        )
+    state = _numerics.find_state(opt_state, AveragingState, caller, made_by)
+    masked = jax.tree.leaves(state.average, is_leaf=lambda x: isinstance(x, optax.MaskedNode))
+    if any(isinstance(x, optax.MaskedNode) for x in masked):
+        raise ValueError(
+            "averaged_params: the average covers only part of the params (optax.masked or "
+            "optax.multi_transform); pass the params, averaged_params(opt_state, params), to "
+            "get a tree shaped like them"
+        )
     return state.average

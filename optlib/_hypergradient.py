@@ -10,6 +10,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from jax.typing import ArrayLike
 
 from optlib import _numerics, _validation
 
@@ -39,12 +40,12 @@ class HypergradientState(NamedTuple):
 def hypergradient(
     direction: optax.GradientTransformation,
     learning_rate: optax.ScalarOrSchedule = 1e-3,
-    beta: float = 1e-3,
-    weight_decay: float = 0.0,
+    beta: ArrayLike = 1e-3,
+    weight_decay: ArrayLike = 0.0,
     safeguard: bool = False,
-    alpha_min: float | None = None,
-    alpha_max: float | None = None,
-    max_growth: float | None = None,
+    alpha_min: ArrayLike | None = None,
+    alpha_max: ArrayLike | None = None,
+    max_growth: ArrayLike | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Learns one global learning rate :math:`\alpha` by hypergradient descent.
 
@@ -104,7 +105,8 @@ def hypergradient(
       learning_rate: the initial learning rate :math:`\alpha_0 \ge 0`, or a schedule of the
         update count whose relative change scales :math:`\alpha` (see above).
       beta: hypergradient step size :math:`\beta \ge 0` (0: a fixed learning rate).
-      weight_decay: coupled L2 coefficient :math:`\lambda \ge 0`, added to the gradient
+      weight_decay: coupled L2 coefficient :math:`\lambda \ge 0` (or a schedule of the
+        update count), added to the gradient
         before the direction and the hypergradient, as in the reference.
       safeguard: apply FedHyper's clipped update.
       alpha_min: lower bound on :math:`\alpha_t`, >= 0 (default :math:`0.1\, s_t`); only with
@@ -147,7 +149,7 @@ def hypergradient(
     # reach 0, to the factory at each step.
     _validation.check_learning_rate(learning_rate)
     _validation.check_non_negative("beta", beta)
-    _validation.check_non_negative("weight_decay", weight_decay)
+    _validation.check_non_negative("weight_decay", weight_decay, schedule_ok=True)
     if not isinstance(safeguard, bool):
         raise ValueError(f"safeguard must be True or False, got {safeguard!r}")
     if not safeguard:
@@ -199,8 +201,9 @@ def hypergradient(
     def update_fn(updates, state, params=None, **extra_args):
         if decay:
             _numerics.require_params(params, "hypergradient with weight_decay")
+            wd = _numerics.value_at(weight_decay, state.count)
             updates = jax.tree.map(
-                lambda g, x: g + jnp.asarray(weight_decay, g.dtype) * x.astype(g.dtype),
+                lambda g, x: g + jnp.asarray(wd, g.dtype) * x.astype(g.dtype),
                 updates,
                 params,
             )
@@ -239,14 +242,14 @@ def hypergradient(
 
 def sgd_hd(
     learning_rate: optax.ScalarOrSchedule = 1e-3,
-    beta: float = 1e-3,
-    momentum: float = 0.0,
+    beta: ArrayLike = 1e-3,
+    momentum: ArrayLike = 0.0,
     nesterov: bool = False,
-    weight_decay: float = 0.0,
+    weight_decay: ArrayLike = 0.0,
     safeguard: bool = False,
-    alpha_min: float | None = None,
-    alpha_max: float | None = None,
-    max_growth: float | None = None,
+    alpha_min: ArrayLike | None = None,
+    alpha_max: ArrayLike | None = None,
+    max_growth: ArrayLike | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""SGD-HD and SGDN-HD: SGD (with momentum) whose learning rate is learned by its hypergradient.
 
@@ -345,7 +348,7 @@ def _scale_by_adam_reference(b1: float, b2: float, eps: float) -> optax.Gradient
                 strict=True,
             )
         ]
-        u, mu, nu = (treedef.unflatten(list(x)) for x in zip(*out, strict=True))
+        u, mu, nu = _numerics.unzip(treedef, out, 3)
         return u, optax.ScaleByAdamState(count=count, mu=mu, nu=nu)
 
     return optax.GradientTransformation(init_fn, update_fn)
@@ -353,16 +356,16 @@ def _scale_by_adam_reference(b1: float, b2: float, eps: float) -> optax.Gradient
 
 def adam_hd(
     learning_rate: optax.ScalarOrSchedule = 1e-3,
-    beta: float = 1e-7,
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-8,
-    weight_decay: float = 0.0,
+    beta: ArrayLike = 1e-7,
+    b1: ArrayLike = 0.9,
+    b2: ArrayLike = 0.999,
+    eps: ArrayLike = 1e-8,
+    weight_decay: ArrayLike = 0.0,
     eps_placement: str = "reference",
     safeguard: bool = False,
-    alpha_min: float | None = None,
-    alpha_max: float | None = None,
-    max_growth: float | None = None,
+    alpha_min: ArrayLike | None = None,
+    alpha_max: ArrayLike | None = None,
+    max_growth: ArrayLike | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Adam-HD: Adam whose global learning rate is learned by its hypergradient.
 

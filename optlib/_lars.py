@@ -1,7 +1,9 @@
 """LARS: layer-wise adaptive rate scaling (You, Gitman, Ginsburg, 2017)."""
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+import jax
+import jax.numpy as jnp
 import optax
 from jax.typing import ArrayLike
 
@@ -9,7 +11,12 @@ from optlib import _layerwise, _masks, _numerics, _validation
 
 
 class ScaleByLarsState(NamedTuple):
-    """`scale_by_lars` keeps no state of its own; LARS' momentum lives in `optax.trace`."""
+    """State of `scale_by_lars`: the step count (for a weight-decay schedule).
+
+    LARS' momentum lives in the chain's momentum transform (an ``optax.TraceState``).
+    """
+
+    count: jax.Array  # int32 scalar: number of updates applied so far.
 
 
 def scale_by_lars(
@@ -42,7 +49,8 @@ def scale_by_lars(
     Complex params are supported (pass conjugated gradients): the norms are of :math:`|w|`
     and :math:`|g|`.
     Args:
-      weight_decay: coupled weight decay :math:`\beta`, >= 0.
+      weight_decay: coupled weight decay :math:`\beta`, >= 0, or a schedule of the step
+        count (0-based).
       trust_coefficient: :math:`\eta > 0`.
       eps: added to the denominator, >= 0.
       denominator: "paper" or "combined" (see above).
@@ -52,7 +60,7 @@ def scale_by_lars(
         `optlib.masks.stacked_layers`). None: one ratio per leaf.
 
     Returns:
-      A stateless `GradientTransformation` (state `ScaleByLarsState()`).
+      A `GradientTransformation` whose state is a `ScaleByLarsState`.
 
     References:
       You, Gitman, Ginsburg, "Large Batch Training of Convolutional Networks",
@@ -62,7 +70,7 @@ def scale_by_lars(
 
     def init_fn(params):
         _layerwise.resolve_lars_specs(weight_decay_mask, adaptation_mask, layer_axes, params)
-        return ScaleByLarsState()
+        return ScaleByLarsState(count=jnp.zeros([], jnp.int32))
 
     def update_fn(updates, state, params=None):
         _numerics.require_params(params, "scale_by_lars")
@@ -73,18 +81,19 @@ def scale_by_lars(
             updates,
             params,
             flags,
-            weight_decay=weight_decay,
+            weight_decay=_numerics.value_at(weight_decay, state.count),
             trust_coefficient=trust_coefficient,
             eps=eps,
             denominator=denominator,
         )
-        return out, state
+        return out, ScaleByLarsState(count=optax.safe_increment(state.count))
 
     return optax.GradientTransformation(init_fn, update_fn)
 
 
 def lars(
     learning_rate: optax.ScalarOrSchedule,
+    *,
     momentum: ArrayLike = 0.9,
     weight_decay: ArrayLike = 0.0,
     trust_coefficient: ArrayLike = 1e-3,
@@ -94,6 +103,7 @@ def lars(
     weight_decay_mask: _masks.PerLeafSpec = None,
     adaptation_mask: _masks.PerLeafSpec = None,
     layer_axes: _masks.PerLeafSpec = None,
+    moment_dtype: Any = None,
 ) -> optax.GradientTransformation:
     r"""LARS: momentum SGD with a layer-wise trust ratio.
 
@@ -106,12 +116,25 @@ def lars(
     (Nesterov: :math:`w_l \leftarrow w_l - (m\, v_l + \gamma_t u_l)`). With :math:`\beta = 0`
     and no momentum each layer moves by exactly :math:`\gamma_t \eta \|w_l\|` per step.
 
+    Because the learning rate sits inside the momentum, :math:`\gamma_t = 0` does not freeze
+    LARS: the params keep moving by :math:`m\, v_l` (decaying geometrically) after the rate
+    reaches 0, for example at the end of a schedule that decays to 0. To stop at once, stop
+    applying the updates; a chain with the rate after the momentum,
+    ``optax.chain(optlib.scale_by_lars(...), optax.trace(m), optax.scale_by_learning_rate(lr))``,
+    stops with the rate but is not the paper's update.
+
+
+    Arguments after the learning rate are keyword-only: ``optax.lars`` orders them
+    differently, so a positional call written for it fails instead of setting another
+    argument (the README's table maps the names).
     Args:
       learning_rate: a float >= 0 or a schedule (a callable of the step count).
       momentum: momentum :math:`m` in [0, 1).
       nesterov: use Nesterov momentum.
       weight_decay, trust_coefficient, eps, denominator, weight_decay_mask, adaptation_mask,
-        layer_axes: see `scale_by_lars`.
+        layer_axes: see `scale_by_lars` (`weight_decay` may be a schedule of the step).
+      moment_dtype: dtype of the momentum buffer; None (default): the params' dtype widened
+        to at least float32, so bfloat16 params keep a float32 buffer.
 
     Returns:
       A `GradientTransformation`:
@@ -133,6 +156,7 @@ def lars(
     """
     _validation.check_learning_rate(learning_rate)
     _validation.check_beta("momentum", momentum)
+    _validation.check_float_dtype("moment_dtype", moment_dtype)
     return optax.chain(
         scale_by_lars(
             weight_decay=weight_decay,
@@ -144,5 +168,5 @@ def lars(
             layer_axes=layer_axes,
         ),
         optax.scale_by_learning_rate(learning_rate),
-        optax.trace(decay=momentum, nesterov=nesterov),
+        _layerwise.momentum(momentum, nesterov, moment_dtype),
     )

@@ -6,8 +6,11 @@ leaf that stacks several layers (see `optlib.masks.stacked_layers`). LARS and TV
 the norms and the safe ratio.
 """
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
+import optax
 from jax.typing import ArrayLike
 
 from optlib import _masks, _numerics, _validation
@@ -105,7 +108,44 @@ def resolve_lars_specs(weight_decay_mask, adaptation_mask, layer_axes, params):
 
 def check_lars_args(weight_decay, trust_coefficient, eps, denominator) -> None:
     """The construction-time checks of the arguments LARS and TVLARS share."""
-    _validation.check_non_negative("weight_decay", weight_decay)
+    _validation.check_non_negative("weight_decay", weight_decay, schedule_ok=True)
     _validation.check_range("trust_coefficient", trust_coefficient, 0.0, None, low_open=True)
     _validation.check_non_negative("eps", eps)
     _validation.check_choice("denominator", denominator, DENOMINATORS)
+
+
+def moment_dtype_of(moment_dtype: Any, leaf: Any) -> jnp.dtype:
+    """A moment's dtype for `leaf`: `moment_dtype`, or the leaf's widened to float32 (None).
+
+    Complex leaves keep complex moments (of the given precision).
+    """
+    if moment_dtype is None:
+        return _numerics.wide(leaf.dtype)
+    return _numerics.complex_if(jnp.dtype(moment_dtype), leaf)
+
+
+def momentum(decay: Any, nesterov: bool, moment_dtype: Any = None) -> optax.GradientTransformation:
+    """``optax.trace`` with its buffer in `moment_dtype` (None: at least float32).
+
+    The buffer of bfloat16 params is float32 by default, so small steps are not rounded away;
+    the output has the dtype of the incoming updates. With float32 params it computes what
+    ``optax.trace`` computes (and keeps an ``optax.TraceState``).
+    """
+
+    def init_fn(params):
+        return optax.TraceState(
+            trace=jax.tree.map(
+                lambda p: jnp.zeros_like(p, moment_dtype_of(moment_dtype, p)), params
+            )
+        )
+
+    def update_fn(updates, state, params=None):
+        del params
+        f = lambda g, t: g + decay * t  # noqa: E731
+        new_trace = jax.tree.map(f, updates, state.trace)
+        out = jax.tree.map(f, updates, new_trace) if nesterov else new_trace
+        out = jax.tree.map(lambda u, g: u.astype(g.dtype), out, updates)
+        new_trace = jax.tree.map(lambda n, t: n.astype(t.dtype), new_trace, state.trace)
+        return out, optax.TraceState(trace=new_trace)
+
+    return optax.GradientTransformation(init_fn, update_fn)

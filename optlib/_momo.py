@@ -57,7 +57,7 @@ def _check_common(learning_rate, lower_bound, weight_decay) -> None:
     if not callable(learning_rate):
         _validation.check_range("learning_rate", learning_rate, 0.0, None, low_open=True)
     _validation.check_range("lower_bound", lower_bound)
-    _validation.check_non_negative("weight_decay", weight_decay)
+    _validation.check_non_negative("weight_decay", weight_decay, schedule_ok=True)
 
 
 def _initial_scalars(lower_bound, dtype) -> dict[str, jax.Array]:
@@ -163,7 +163,8 @@ def momo(
         or a schedule of the step count.
       beta: momentum :math:`\beta \in [0, 1)`.
       lower_bound: a lower bound :math:`f_*` on the loss (0 for most losses).
-      weight_decay: proximal weight decay :math:`\lambda \ge 0`.
+      weight_decay: proximal weight decay :math:`\lambda \ge 0`, or a schedule of the step
+        count.
       bias_correction: start the averages at 0 and divide by :math:`1-\beta^k`.
       adapt_lower_bound: MoMo*: estimate :math:`f_*` online, floored at ``lower_bound``.
 
@@ -225,7 +226,8 @@ def momo(
         dd = _numerics.tree_real_dot(grad_avg, grad_avg, dtype)
         loss_avg = b * state.loss_avg + (1 - b) * f
         gamma = b * state.grad_dot + (1 - b) * gx
-        q = 1 + alpha * jnp.asarray(weight_decay, dtype) if decay else 1.0
+        wd = jnp.asarray(_numerics.value_at(weight_decay, state.count), dtype)
+        q = 1 + alpha * wd if decay else 1.0
         tau, lb = _polyak_step(
             alpha, rho, q, loss_avg, dx, gamma, dd, state.lower_bound,
             jnp.asarray(lower_bound, dtype), adapt_lower_bound,
@@ -296,7 +298,7 @@ def momo_adam(
       b2: decay of the second moment, in [0, 1).
       eps: added to the preconditioner, >= 0.
       lower_bound: a lower bound :math:`f_*` on the loss.
-      weight_decay: :math:`\lambda \ge 0`.
+      weight_decay: :math:`\lambda \ge 0`, or a schedule of the step count.
       adapt_lower_bound: MoMo*: estimate :math:`f_*` online, floored at ``lower_bound``.
       divide: proximal weight decay (True, the authors' default) or AdamW-style (False).
 
@@ -377,7 +379,8 @@ def momo_adam(
         )
         loss_avg = beta1 * state.loss_avg + (1 - beta1) * f
         gamma = beta1 * state.grad_dot + (1 - beta1) * gx
-        q = 1 + alpha * jnp.asarray(weight_decay, dtype) if decay else 1.0
+        wd = jnp.asarray(_numerics.value_at(weight_decay, state.count), dtype)
+        q = 1 + alpha * wd if decay else 1.0
         tau, lb = _polyak_step(
             alpha, rho, q, loss_avg, dx, gamma, dd, state.lower_bound,
             jnp.asarray(lower_bound, dtype), adapt_lower_bound,
@@ -391,7 +394,7 @@ def momo_adam(
             elif divide:
                 u = (x - step) / q.astype(d.dtype) - x
             else:
-                u = -(alpha * jnp.asarray(weight_decay, dtype)).astype(d.dtype) * x - step
+                u = -(alpha * wd).astype(d.dtype) * x - step
             return jnp.where(ok, u, 0).astype(g.dtype)
 
         new_updates = jax.tree.map(leaf, updates, grad_avg, precond, params)

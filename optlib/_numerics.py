@@ -113,6 +113,110 @@ def lr_at(learning_rate: optax.ScalarOrSchedule, count: jax.Array, dtype: Any) -
     return jnp.asarray(value, dtype)
 
 
+def unzip(treedef: Any, per_leaf: list, n: int) -> tuple:
+    """`n` trees of `treedef` from one n-tuple per leaf (also for a tree without leaves)."""
+    return tuple(treedef.unflatten([t[i] for t in per_leaf]) for i in range(n))
+
+
+def value_at(hyperparameter: Any, count: jax.Array) -> Any:
+    """A hyper-parameter that may be a schedule: its value at `count`, else itself unchanged.
+
+    Constants are returned as they are (not cast), so their arithmetic is what it was before
+    schedules were accepted.
+    """
+    return hyperparameter(count) if callable(hyperparameter) else hyperparameter
+
+
+def find_states(opt_state: Any, state_type: type) -> list:
+    """Every `state_type` node anywhere inside `opt_state`, in flattening order."""
+    is_state = lambda node: isinstance(node, state_type)  # noqa: E731
+    return [s for s in jax.tree.leaves(opt_state, is_leaf=is_state) if is_state(s)]
+
+
+def unwrap(value: Any) -> Any:
+    """The array inside a one-leaf wrapper (an NNX optimizer's ``OptArray``), else `value`."""
+    leaves = jax.tree.leaves(value)
+    return leaves[0] if len(leaves) == 1 else value
+
+
+MASKED = object()  # stands for a params leaf that a masked transform did not see
+
+
+def _is_masked(node: Any) -> bool:
+    return isinstance(node, optax.MaskedNode)
+
+
+def leaves_at_param_paths(tree: Any, params: Any, name: str) -> list:
+    """One entry per leaf of `params`: the leaf of `tree` at the same key path, or `MASKED`.
+
+    `tree` is a param-shaped part of an optimizer state. Paths are compared by their keys
+    only, so the node types may differ: an NNX optimizer wraps each leaf in its own variable
+    type where ``nnx.state(model, nnx.Param)`` has ``Param``. Under ``optax.masked`` (or
+    ``optax.multi_transform``) `tree` holds ``optax.MaskedNode`` in place of a leaf or, for
+    a prefix mask, of a whole subtree; every params leaf under it is `MASKED`.
+    """
+    found = dict(jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_masked)[0])
+    out = []
+    used = set()
+    for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]:
+        for end in range(len(path), -1, -1):
+            prefix = tuple(path[:end])
+            if prefix in found and (end == len(path) or _is_masked(found[prefix])):
+                used.add(prefix)
+                value = found[prefix]
+                out.append(MASKED if _is_masked(value) else value)
+                break
+        else:
+            raise ValueError(
+                f"{name}: the params do not match the optimizer state: no entry for the leaf "
+                f"{jax.tree_util.keystr(path)}"
+            )
+    if len(used) != len(found):
+        extra = sorted(jax.tree_util.keystr(k) for k in set(found) - used)
+        raise ValueError(f"{name}: the optimizer state has leaves the params lack: {extra}")
+    return out
+
+
+def merge_states_into_params(
+    opt_state: Any,
+    params: Any,
+    state_type: type,
+    field: Any,
+    leaf_fn: Any,
+    caller: str,
+    made_by: str,
+) -> Any:
+    """A tree shaped like `params` from every `state_type` found in `opt_state`.
+
+    For each params leaf that some `state_type` acts on (its `field(state)` tree holds the
+    leaf rather than a ``MaskedNode``), the result is `leaf_fn(state, param_leaf, entry)`;
+    params leaves no state acts on are returned as they are. Several states may act on
+    disjoint parts (``optax.multi_transform`` groups); two acting on one leaf is an error.
+    """
+    states = find_states(opt_state, state_type)
+    name = state_type.__name__
+    if not states:
+        raise ValueError(
+            f"{caller} needs an optimizer state holding a {name} (made by {made_by}), "
+            f"found 0: no {name} in it"
+        )
+    with_paths, treedef = jax.tree_util.tree_flatten_with_path(params)
+    out = [leaf for _, leaf in with_paths]
+    owner = [None] * len(out)
+    for i, state in enumerate(states):
+        for j, entry in enumerate(leaves_at_param_paths(field(state), params, caller)):
+            if entry is MASKED:
+                continue
+            if owner[j] is not None:
+                raise ValueError(
+                    f"{caller} found {len(states)} {name}s acting on the same leaf "
+                    f"{jax.tree_util.keystr(with_paths[j][0])}: it needs one per leaf"
+                )
+            owner[j] = i
+            out[j] = leaf_fn(state, out[j], entry)
+    return treedef.unflatten(out)
+
+
 def find_state(opt_state: Any, state_type: type, caller: str, made_by: str) -> Any:
     """The one `state_type` node anywhere inside `opt_state`, or a ValueError.
 
@@ -125,8 +229,7 @@ def find_state(opt_state: Any, state_type: type, caller: str, made_by: str) -> A
       caller: the public function asking (named in the error).
       made_by: the transform that creates `state_type` (named in the error).
     """
-    is_state = lambda node: isinstance(node, state_type)  # noqa: E731
-    found = [s for s in jax.tree.leaves(opt_state, is_leaf=is_state) if is_state(s)]
+    found = find_states(opt_state, state_type)
     if len(found) == 1:
         return found[0]
     name = state_type.__name__
@@ -141,10 +244,9 @@ def reject_complex(tree: Any, name: str) -> None:
     """A ValueError naming the first complex leaf of `tree`, for optimizers without support."""
     for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
         if is_complex(leaf):
-            where = jax.tree_util.keystr(path) or "the params (a single array)"
             raise ValueError(
-                f"{name} does not support complex parameters; the leaf {where} is "
-                f"{jnp.dtype(leaf.dtype).name}"
+                f"{name} does not support complex parameters: "
+                f"params{jax.tree_util.keystr(path)} is {jnp.dtype(leaf.dtype).name}"
             )
 
 

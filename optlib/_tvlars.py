@@ -1,6 +1,6 @@
 """TVLARS: LARS with a time-varying trust-ratio factor instead of warm-up (Do et al., 2023)."""
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -92,7 +92,8 @@ def scale_by_tvlars(
 
     Complex params are supported as in `optlib.scale_by_lars`.
     Args:
-      weight_decay: coupled weight decay :math:`\beta`, >= 0.
+      weight_decay: coupled weight decay :math:`\beta`, >= 0, or a schedule of the step
+        count (0-based).
       trust_coefficient: :math:`\eta > 0`.
       eps: added to the denominator, >= 0.
       alpha: plateau parameter :math:`\alpha > 0`.
@@ -156,7 +157,7 @@ def scale_by_tvlars(
             updates,
             params,
             flags,
-            weight_decay=weight_decay,
+            weight_decay=_numerics.value_at(weight_decay, state.count),
             trust_coefficient=scaled_coefficient,
             eps=eps,
             denominator=denominator,
@@ -169,6 +170,7 @@ def scale_by_tvlars(
 
 def tvlars(
     learning_rate: optax.ScalarOrSchedule,
+    *,
     momentum: ArrayLike = 0.9,
     weight_decay: ArrayLike = 5e-4,
     trust_coefficient: ArrayLike = 1e-3,
@@ -184,6 +186,7 @@ def tvlars(
     weight_decay_mask: _masks.PerLeafSpec = None,
     adaptation_mask: _masks.PerLeafSpec = None,
     layer_axes: _masks.PerLeafSpec = None,
+    moment_dtype: Any = None,
 ) -> optax.GradientTransformation:
     r"""TVLARS: LARS momentum SGD whose trust ratio is scaled by a decaying factor.
 
@@ -194,7 +197,8 @@ def tvlars(
       learning_rate: a float >= 0 or a schedule (the target rate :math:`\gamma`).
       momentum: momentum :math:`m` in [0, 1).
       nesterov: use Nesterov momentum.
-      Other arguments: see `scale_by_tvlars`.
+      moment_dtype: dtype of the momentum buffer (see `optlib.lars`).
+      Other arguments: see `scale_by_tvlars` (`weight_decay` may be a schedule of the step).
 
     Example:
       >>> import jax, jax.numpy as jnp, optax, optlib
@@ -209,6 +213,7 @@ def tvlars(
     """
     _validation.check_learning_rate(learning_rate)
     _validation.check_beta("momentum", momentum)
+    _validation.check_float_dtype("moment_dtype", moment_dtype)
     return optax.chain(
         scale_by_tvlars(
             weight_decay=weight_decay,
@@ -226,5 +231,5 @@ def tvlars(
             layer_axes=layer_axes,
         ),
         optax.scale_by_learning_rate(learning_rate),
-        optax.trace(decay=momentum, nesterov=nesterov),
+        _layerwise.momentum(momentum, nesterov, moment_dtype),
     )

@@ -85,8 +85,23 @@ def check_beta(name: str, value: Any) -> None:
     check_range(name, value, 0.0, 1.0, high_open=True)
 
 
-def check_non_negative(name: str, value: Any) -> None:
+def check_non_negative(name: str, value: Any, *, schedule_ok: bool = False) -> None:
+    """A finite number >= 0 (or, with `schedule_ok`, a schedule: a callable of the step)."""
+    if schedule_ok and callable(value):
+        return
     check_range(name, value, 0.0, None)
+
+
+def check_float_dtype(name: str, value: Any) -> None:
+    """None or a floating-point dtype (float16 up to float64)."""
+    if value is None:
+        return
+    try:
+        dtype = np.dtype(jax.dtypes.canonicalize_dtype(value))
+    except TypeError:
+        dtype = None
+    if dtype is None or not jax.numpy.issubdtype(dtype, jax.numpy.floating):
+        raise ValueError(f"{name} must be None or a floating-point dtype, got {value!r}")
 
 
 def check_choice(name: str, value: Any, choices: Iterable[str]) -> None:
