@@ -1,6 +1,7 @@
 """optlib: optimizers for optimization research, as optax gradient transformations."""
 
 from optlib import masks, spectral
+from optlib._accumulation import MultiStepsState, multi_steps
 from optlib._averaging import AveragingState, averaged_params, with_averaging
 from optlib._dog import ScaleByDogState, dog, ldog, scale_by_dog
 from optlib._hypergradient import HypergradientState, adam_hd, hypergradient, sgd_hd
@@ -12,6 +13,7 @@ from optlib._sam import SAMState, sam, sam_perturbation, sam_value_and_grad
 from optlib._schedule_free import (
     ScheduleFreeState,
     recompute_batch_stats,
+    recompute_batch_stats_nnx,
     schedule_free,
     schedule_free_adamw,
     schedule_free_eval_params,
@@ -26,6 +28,7 @@ __all__ = [
     "HypergradientState",
     "MomoAdamState",
     "MomoState",
+    "MultiStepsState",
     "ProspectState",
     "SAMState",
     "ScaleByDogState",
@@ -43,10 +46,12 @@ __all__ = [
     "masks",
     "momo",
     "momo_adam",
+    "multi_steps",
     "prospect",
     "prospect_epochs",
     "prospect_tables",
     "recompute_batch_stats",
+    "recompute_batch_stats_nnx",
     "sam",
     "sam_perturbation",
     "sam_value_and_grad",

@@ -1,14 +1,13 @@
 """Iterate averaging as a wrapper: polynomial-decay (Shamir and Zhang, 2013) and EMA."""
 
-from __future__ import annotations
-
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
+from jax.typing import ArrayLike
 
-from optlib import _validation
+from optlib import _numerics, _validation
 
 _KINDS = ("polynomial", "ema")
 
@@ -21,19 +20,11 @@ class AveragingState(NamedTuple):
     inner_state: optax.OptState
 
 
-def _average_dtype(dtype) -> jnp.dtype:
-    # Averaging weights shrink like 1/t: increments of that size vanish in bfloat16.
-    dtype = jnp.dtype(dtype)
-    if jnp.issubdtype(dtype, jnp.floating) and dtype.itemsize < 4:
-        return jnp.dtype(jnp.float32)
-    return dtype
-
-
 def with_averaging(
     inner: optax.GradientTransformation,
     kind: str = "polynomial",
-    gamma: float = 8.0,
-    decay: float = 0.999,
+    gamma: ArrayLike = 8.0,
+    decay: ArrayLike = 0.999,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Keeps a running average of the iterates that ``inner`` produces.
 
@@ -53,6 +44,8 @@ def with_averaging(
     The wrapper computes :math:`x_t` as ``params + updates``, so it must be the last
     transformation that changes the updates (wrap the whole chain, not a part of it).
 
+
+    Complex params are averaged like real ones.
     Args:
       inner: the optimizer whose iterates are averaged.
       kind: ``"polynomial"`` or ``"ema"``.
@@ -85,14 +78,13 @@ def with_averaging(
 
     def init_fn(params):
         # A copy in the average's dtype: never an alias of params that a jitted step donates.
-        average = jax.tree.map(lambda x: jnp.array(x, _average_dtype(x.dtype), copy=True), params)
+        average = jax.tree.map(lambda x: jnp.array(x, _numerics.wide(x.dtype), copy=True), params)
         return AveragingState(
             count=jnp.zeros([], jnp.int32), average=average, inner_state=inner.init(params)
         )
 
     def update_fn(updates, state, params=None, **extra_args):
-        if params is None:
-            raise ValueError("with_averaging needs the current params: call update(g, s, params)")
+        _numerics.require_params(params, "with_averaging")
         updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
         new_params = optax.apply_updates(params, updates)  # rounded as the caller's will be
         count = optax.safe_increment(state.count)
@@ -113,20 +105,27 @@ def with_averaging(
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def averaged_params(opt_state: Any) -> optax.Params:
+def averaged_params(opt_state: Any, params: Any = None) -> optax.Params:
     """The iterate average kept by `with_averaging`, wherever it sits in ``opt_state``.
 
     Searches the whole state pytree, so the wrapper may be nested in `optax.chain`,
-    `optax.masked`, `optax.inject_hyperparams`, `optax.MultiSteps` and the like.
+    `optax.masked`, `optax.multi_transform`, `optax.inject_hyperparams`, `optax.MultiSteps`,
+    an ``nnx.Optimizer`` and the like.
 
     Args:
-      opt_state: an optimizer state that contains exactly one `AveragingState`.
+      opt_state: an optimizer state that contains a `with_averaging` state (or several,
+        acting on disjoint parts of the params).
+      params: the current params. Needed where the average covers only part of them (under
+        `optax.masked` or `optax.multi_transform`): the leaves it does not cover are taken
+        from `params`, so the result is shaped like the params. Without `params`, the
+        average is returned as it is stored.
 
     Returns:
-      The averaged params (under `optax.masked`, only the masked-in leaves are real arrays).
+      The averaged params.
 
     Raises:
-      ValueError: if the state holds no `AveragingState`, or more than one.
+      ValueError: no `AveragingState`, two acting on one leaf, or a partial average and no
+        `params`.
 
     Example:
       >>> import jax.numpy as jnp, optax, optlib
@@ -135,11 +134,23 @@ def averaged_params(opt_state: Any) -> optax.Params:
       >>> optlib.averaged_params(state)["w"]
       Array([1., 1.], dtype=float32)
     """
-    is_state = lambda node: isinstance(node, AveragingState)  # noqa: E731
-    found = [s for s in jax.tree.leaves(opt_state, is_leaf=is_state) if is_state(s)]
-    if len(found) != 1:
-        raise ValueError(
-            "averaged_params needs an optimizer state with exactly one with_averaging state, "
-            f"found {len(found)}"
+    caller, made_by = "averaged_params", "optlib.with_averaging"
+    if params is not None:
+        return _numerics.merge_states_into_params(
+            opt_state,
+            params,
+            AveragingState,
+            lambda state: state.average,
+            lambda state, x, average: average,
+            caller,
+            made_by,
         )
-    return found[0].average
+    state = _numerics.find_state(opt_state, AveragingState, caller, made_by)
+    masked = jax.tree.leaves(state.average, is_leaf=lambda x: isinstance(x, optax.MaskedNode))
+    if any(isinstance(x, optax.MaskedNode) for x in masked):
+        raise ValueError(
+            "averaged_params: the average covers only part of the params (optax.masked or "
+            "optax.multi_transform); pass the params, averaged_params(opt_state, params), to "
+            "get a tree shaped like them"
+        )
+    return state.average

@@ -1,14 +1,13 @@
 """DoG and L-DoG: the parameter-free "distance over gradients" step size (Ivgi et al., 2023)."""
 
-from __future__ import annotations
-
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
+from jax.typing import ArrayLike
 
-from optlib import _validation
+from optlib import _masks, _numerics, _validation
 
 
 class ScaleByDogState(NamedTuple):
@@ -26,24 +25,6 @@ class ScaleByDogState(NamedTuple):
     eta: Any  # the step size of the last update (0 before the first one).
 
 
-def _scalar_dtype(params) -> jnp.dtype:
-    """float32, or float64 when the params are (the golden tests run in float64)."""
-    dtype = jnp.float32
-    for leaf in jax.tree.leaves(params):
-        dtype = jnp.promote_types(dtype, leaf.dtype)
-    return dtype
-
-
-def _sq_norm(x: jax.Array, dtype) -> jax.Array:
-    return jnp.sum(jnp.square(x.astype(dtype)))
-
-
-def _is_zero(value: Any) -> bool:
-    """True only for a concrete 0 (a traced value, e.g. from inject_hyperparams, is not)."""
-    number = _validation.concrete_scalar(value)
-    return number is not None and number == 0.0
-
-
 def _dog(
     learning_rate: optax.ScalarOrSchedule,
     reps_rel: Any,
@@ -52,23 +33,30 @@ def _dog(
     init_eta: Any,
     layerwise: bool,
     sign: float,
+    weight_decay_mask: _masks.PerLeafSpec = None,
 ) -> optax.GradientTransformationExtraArgs:
     """The shared transform: updates are ``sign * eta * (g + weight_decay * x)``."""
-    decay = not _is_zero(weight_decay)
+    decay = not _validation.is_zero(weight_decay)
+
+    def decayed(params):
+        """One bool per leaf (True: weight decay), as a tree like `params`."""
+        flags = _masks.resolve_mask(weight_decay_mask, params, "weight_decay_mask")
+        return jax.tree.structure(params).unflatten(flags)
 
     def init_fn(params):
-        dtype = _scalar_dtype(params)
+        decayed(params)  # a mask that does not fit the params fails here, not mid-training
+        dtype = _numerics.scalar_dtype(params)
         # A copy, not an alias: a jitted step that donates params and state must not find x0
         # deleted along with the old params.
         x0 = jax.tree.map(jnp.copy, params)
         # L-DoG's reference ignores reps_rel when init_eta is given (r_eps = 0), and so do we.
         rel = 0.0 if init_eta is not None else reps_rel
         if layerwise:
-            rbar = jax.tree.map(lambda x: rel * (1 + jnp.sqrt(_sq_norm(x, dtype))), params)
+            rbar = jax.tree.map(lambda x: rel * (1 + jnp.sqrt(_numerics.sq_norm(x, dtype))), params)
             sum_sq = jax.tree.map(lambda x: jnp.asarray(eps, dtype), params)
             eta = jax.tree.map(lambda x: jnp.zeros([], dtype), params)
         else:
-            norm = jnp.sqrt(sum(_sq_norm(x, dtype) for x in jax.tree.leaves(params)))
+            norm = jnp.sqrt(_numerics.tree_sq_norm(params, dtype))
             rbar = jnp.asarray(rel * (1 + norm), dtype)
             sum_sq = jnp.asarray(eps, dtype)
             eta = jnp.zeros([], dtype)
@@ -82,21 +70,27 @@ def _dog(
 
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args  # DoG needs nothing beyond the params; other arguments are ignored
-        if params is None:
-            raise ValueError("DoG needs the current params: call update(grads, state, params)")
-        dtype = _scalar_dtype(params)
-        c = learning_rate(state.count) if callable(learning_rate) else learning_rate
-        c = jnp.asarray(c, dtype)
+        _numerics.require_params(params, "DoG")
+        dtype = _numerics.scalar_dtype(params)
+        c = _numerics.lr_at(learning_rate, state.count, dtype)
+        wd = _numerics.value_at(weight_decay, state.count)
+        flags = decayed(params)
 
-        def direction(g, x):
+        def direction(g, x, on):
             # The coupled L2 term of the reference: g <- g + wd * x, also inside G.
-            g = g.astype(dtype)
-            return g + jnp.asarray(weight_decay, dtype) * x.astype(dtype) if decay else g
+            g = g.astype(_numerics.complex_if(dtype, g))
+            if not (decay and on):
+                return g
+            return g + jnp.asarray(wd, dtype) * x.astype(_numerics.complex_if(dtype, x))
 
         # Both reductions read only inputs (g, x, x0), so no param-sized temporary is written.
-        g_sq = jax.tree.map(lambda g, x: _sq_norm(direction(g, x), dtype), updates, params)
+        g_sq = jax.tree.map(
+            lambda g, x, on: _numerics.sq_norm(direction(g, x, on), dtype), updates, params, flags
+        )
         dist_sq = jax.tree.map(
-            lambda x, x0: _sq_norm(x.astype(dtype) - x0, dtype), params, state.x0
+            lambda x, x0: _numerics.sq_norm(x.astype(_numerics.complex_if(dtype, x)) - x0, dtype),
+            params,
+            state.x0,
         )
 
         def step_size(rbar, sum_sq, g_sq, dist_sq):
@@ -121,16 +115,23 @@ def _dog(
                     strict=True,
                 )
             ]
-            rbar, sum_sq, eta = (treedef.unflatten(s) for s in zip(*stats, strict=True))
+            rbar, sum_sq, eta = _numerics.unzip(treedef, stats, 3)
             etas = eta
         else:
             rbar, sum_sq, eta = step_size(
-                state.rbar, state.sum_sq, sum(jax.tree.leaves(g_sq)), sum(jax.tree.leaves(dist_sq))
+                state.rbar,
+                state.sum_sq,
+                _numerics.tree_sum(g_sq, dtype),
+                _numerics.tree_sum(dist_sq, dtype),
             )
             etas = jax.tree.map(lambda _: eta, params)
 
         new_updates = jax.tree.map(
-            lambda g, x, e: (sign * e * direction(g, x)).astype(g.dtype), updates, params, etas
+            lambda g, x, e, on: (sign * e * direction(g, x, on)).astype(g.dtype),
+            updates,
+            params,
+            etas,
+            flags,
         )
         new_state = ScaleByDogState(
             count=optax.safe_increment(state.count),
@@ -147,15 +148,15 @@ def _dog(
 def _check(reps_rel, eps, weight_decay, init_eta) -> None:
     _validation.check_range("reps_rel", reps_rel, 0.0, None, low_open=True)
     _validation.check_non_negative("eps", eps)
-    _validation.check_non_negative("weight_decay", weight_decay)
+    _validation.check_non_negative("weight_decay", weight_decay, schedule_ok=True)
     if init_eta is not None:
         _validation.check_range("init_eta", init_eta, 0.0, None, low_open=True)
 
 
 def scale_by_dog(
-    reps_rel: float = 1e-6,
-    eps: float = 1e-8,
-    init_eta: float | None = None,
+    reps_rel: ArrayLike = 1e-6,
+    eps: ArrayLike = 1e-8,
+    init_eta: ArrayLike | None = None,
     layerwise: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Scales gradients by the DoG step size :math:`\eta_t` (no sign flip, no weight decay).
@@ -192,11 +193,13 @@ def scale_by_dog(
 
 def dog(
     learning_rate: optax.ScalarOrSchedule = 1.0,
-    reps_rel: float = 1e-6,
-    eps: float = 1e-8,
-    weight_decay: float = 0.0,
-    init_eta: float | None = None,
+    *,
+    reps_rel: ArrayLike = 1e-6,
+    eps: ArrayLike = 1e-8,
+    weight_decay: ArrayLike = 0.0,
+    init_eta: ArrayLike | None = None,
     layerwise: bool = False,
+    weight_decay_mask: _masks.PerLeafSpec = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""DoG: SGD whose step size is the distance travelled over the root of summed gradients.
 
@@ -224,14 +227,24 @@ def dog(
     that DoG needs iterate averaging: wrap it in `optlib.with_averaging` and evaluate
     `optlib.averaged_params`.
 
+
+    Complex params are supported (pass conjugated gradients): squared norms and distances
+    are of absolute values, and the statistics are real.
+
+    Arguments after the learning rate are keyword-only: ``optax.contrib.dog`` orders them
+    differently, so a positional call written for it fails instead of setting another
+    argument (the README's table maps the names).
     Args:
       learning_rate: the multiplier :math:`c > 0`, or a schedule of the step count.
       reps_rel: relative initial movement, > 0 (1e-6; the authors suggest 1e-4 with batch
         norm and 1e-8 for large pretrained weights).
       eps: added once to the sum of squared gradient norms, >= 0.
-      weight_decay: coupled L2 coefficient :math:`\lambda` >= 0, added to the gradient.
+      weight_decay: coupled L2 coefficient :math:`\lambda` >= 0 (or a schedule of the step
+        count), added to the gradient.
       init_eta: optional first step size > 0, overriding the :math:`r_\epsilon` rule.
       layerwise: L-DoG: one step size per leaf.
+      weight_decay_mask: which leaves get weight decay (True = decayed); a pytree, a prefix
+        of one, or a callable of the params (`optlib.masks`). None: every leaf.
 
     Returns:
       A `GradientTransformationExtraArgs` whose state is a `ScaleByDogState`.
@@ -256,15 +269,19 @@ def dog(
     if not callable(learning_rate):
         _validation.check_range("learning_rate", learning_rate, 0.0, None, low_open=True)
     _check(reps_rel, eps, weight_decay, init_eta)
-    return _dog(learning_rate, reps_rel, eps, weight_decay, init_eta, layerwise, sign=-1.0)
+    return _dog(
+        learning_rate, reps_rel, eps, weight_decay, init_eta, layerwise, -1.0, weight_decay_mask
+    )
 
 
 def ldog(
     learning_rate: optax.ScalarOrSchedule = 1.0,
-    reps_rel: float = 1e-6,
-    eps: float = 1e-8,
-    weight_decay: float = 0.0,
-    init_eta: float | None = None,
+    *,
+    reps_rel: ArrayLike = 1e-6,
+    eps: ArrayLike = 1e-8,
+    weight_decay: ArrayLike = 0.0,
+    init_eta: ArrayLike | None = None,
+    weight_decay_mask: _masks.PerLeafSpec = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""L-DoG: DoG with one step size per leaf, :math:`\eta^l_t = c_t \bar r^l_t/\sqrt{G^l_t}`.
 
@@ -284,4 +301,12 @@ def ldog(
       Ivgi, Hinder, Carmon, "DoG is SGD's Best Friend: A Parameter-Free Dynamic Step Size
       Schedule", ICML 2023, arXiv:2302.12022.
     """
-    return dog(learning_rate, reps_rel, eps, weight_decay, init_eta, layerwise=True)
+    return dog(
+        learning_rate,
+        reps_rel=reps_rel,
+        eps=eps,
+        weight_decay=weight_decay,
+        init_eta=init_eta,
+        layerwise=True,
+        weight_decay_mask=weight_decay_mask,
+    )

@@ -5,13 +5,14 @@ step), with the optional safeguard of FedHyper (Wang, Wang, Li, 2024) against ne
 exploding learning rates.
 """
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
+from jax.typing import ArrayLike
 
-from optlib import _validation
+from optlib import _numerics, _validation
 
 # FedHyper's client-side scheduler (FedHyper-CL) multiplies the local learning rate by at most
 # 1.1 per step and keeps it within [0.1, 10] times its starting value; FedHyper-SL clips the
@@ -36,35 +37,15 @@ class HypergradientState(NamedTuple):
     inner_state: optax.OptState  # the direction transform's state.
 
 
-def _scalar_dtype(params: optax.Params) -> jnp.dtype:
-    """float32, or float64 when the params are (the reference tests run in float64)."""
-    dtype = jnp.float32
-    for leaf in jax.tree.leaves(params):
-        dtype = jnp.promote_types(dtype, leaf.dtype)
-    return dtype
-
-
-def _is_zero(value: Any) -> bool:
-    """True only for a concrete 0 (a traced value, e.g. from inject_hyperparams, is not)."""
-    number = _validation.concrete_scalar(value)
-    return number is not None and number == 0.0
-
-
-def _inner(a: optax.Updates, b: optax.Updates, dtype: jnp.dtype) -> jax.Array:
-    """<a, b> over the whole tree, accumulated in `dtype`."""
-    leaves = jax.tree.map(lambda x, y: jnp.vdot(x.astype(dtype), y.astype(dtype)), a, b)
-    return sum(jax.tree.leaves(leaves), jnp.zeros([], dtype))
-
-
 def hypergradient(
     direction: optax.GradientTransformation,
     learning_rate: optax.ScalarOrSchedule = 1e-3,
-    beta: float = 1e-3,
-    weight_decay: float = 0.0,
+    beta: ArrayLike = 1e-3,
+    weight_decay: ArrayLike = 0.0,
     safeguard: bool = False,
-    alpha_min: float | None = None,
-    alpha_max: float | None = None,
-    max_growth: float | None = None,
+    alpha_min: ArrayLike | None = None,
+    alpha_max: ArrayLike | None = None,
+    max_growth: ArrayLike | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Learns one global learning rate :math:`\alpha` by hypergradient descent.
 
@@ -114,6 +95,9 @@ def hypergradient(
     computes :math:`h_t` over the whole tree in float32 or wider, so sharded params give the
     same :math:`\alpha` as unsharded ones.
 
+
+    Complex params are supported (pass conjugated gradients): :math:`h_t` is the real inner
+    product :math:`\mathrm{Re}\langle g_t, u_{t-1}\rangle`.
     Args:
       direction: the transform whose output :math:`u_t` is the (unscaled) descent direction,
         e.g. ``optax.identity()``, ``optax.trace(0.9, nesterov=True)``,
@@ -121,7 +105,8 @@ def hypergradient(
       learning_rate: the initial learning rate :math:`\alpha_0 \ge 0`, or a schedule of the
         update count whose relative change scales :math:`\alpha` (see above).
       beta: hypergradient step size :math:`\beta \ge 0` (0: a fixed learning rate).
-      weight_decay: coupled L2 coefficient :math:`\lambda \ge 0`, added to the gradient
+      weight_decay: coupled L2 coefficient :math:`\lambda \ge 0` (or a schedule of the
+        update count), added to the gradient
         before the direction and the hypergradient, as in the reference.
       safeguard: apply FedHyper's clipped update.
       alpha_min: lower bound on :math:`\alpha_t`, >= 0 (default :math:`0.1\, s_t`); only with
@@ -164,7 +149,7 @@ def hypergradient(
     # reach 0, to the factory at each step.
     _validation.check_learning_rate(learning_rate)
     _validation.check_non_negative("beta", beta)
-    _validation.check_non_negative("weight_decay", weight_decay)
+    _validation.check_non_negative("weight_decay", weight_decay, schedule_ok=True)
     if not isinstance(safeguard, bool):
         raise ValueError(f"safeguard must be True or False, got {safeguard!r}")
     if not safeguard:
@@ -197,16 +182,12 @@ def hypergradient(
             "(the defaults are 0.1 and 10 times the learning rate)"
         )
     growth = _SAFEGUARD_MAX_GROWTH if max_growth is None else max_growth
-    decay = not _is_zero(weight_decay)
+    decay = not _validation.is_zero(weight_decay)
     direction = optax.with_extra_args_support(direction)
 
-    def lr_at(count, dtype):
-        value = learning_rate(count) if callable(learning_rate) else learning_rate
-        return jnp.asarray(value, dtype)
-
     def init_fn(params):
-        dtype = _scalar_dtype(params)
-        lr = lr_at(jnp.zeros([], jnp.int32), dtype)
+        dtype = _numerics.scalar_dtype(params)
+        lr = _numerics.lr_at(learning_rate, jnp.zeros([], jnp.int32), dtype)
         return HypergradientState(
             count=jnp.zeros([], jnp.int32),
             alpha=lr,
@@ -219,19 +200,16 @@ def hypergradient(
 
     def update_fn(updates, state, params=None, **extra_args):
         if decay:
-            if params is None:
-                raise ValueError(
-                    "hypergradient with weight_decay needs the params: call "
-                    "update(grads, state, params)"
-                )
+            _numerics.require_params(params, "hypergradient with weight_decay")
+            wd = _numerics.value_at(weight_decay, state.count)
             updates = jax.tree.map(
-                lambda g, x: g + jnp.asarray(weight_decay, g.dtype) * x.astype(g.dtype),
+                lambda g, x: g + jnp.asarray(wd, g.dtype) * x.astype(g.dtype),
                 updates,
                 params,
             )
         dtype = state.alpha.dtype
-        lr = lr_at(state.count, dtype)
-        h = _inner(updates, state.prev_direction, dtype)
+        lr = _numerics.lr_at(learning_rate, state.count, dtype)
+        h = _numerics.tree_real_dot(updates, state.prev_direction, dtype)
         u, inner_state = direction.update(updates, state.inner_state, params, **extra_args)
 
         # alpha_{t-1} s_t / s_{t-1}; the ratio is exactly 1 for a constant learning rate.
@@ -246,7 +224,9 @@ def hypergradient(
             alpha = jnp.minimum(jnp.maximum(alpha, lo), hi)
         alpha = jnp.where(lr > 0, alpha, 0)
 
-        new_updates = jax.tree.map(lambda d: (-alpha * d.astype(dtype)).astype(d.dtype), u)
+        new_updates = jax.tree.map(
+            lambda d: (-alpha * d.astype(_numerics.complex_if(dtype, d))).astype(d.dtype), u
+        )
         new_state = HypergradientState(
             count=optax.safe_increment(state.count),
             alpha=alpha,
@@ -262,14 +242,14 @@ def hypergradient(
 
 def sgd_hd(
     learning_rate: optax.ScalarOrSchedule = 1e-3,
-    beta: float = 1e-3,
-    momentum: float = 0.0,
+    beta: ArrayLike = 1e-3,
+    momentum: ArrayLike = 0.0,
     nesterov: bool = False,
-    weight_decay: float = 0.0,
+    weight_decay: ArrayLike = 0.0,
     safeguard: bool = False,
-    alpha_min: float | None = None,
-    alpha_max: float | None = None,
-    max_growth: float | None = None,
+    alpha_min: ArrayLike | None = None,
+    alpha_max: ArrayLike | None = None,
+    max_growth: ArrayLike | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""SGD-HD and SGDN-HD: SGD (with momentum) whose learning rate is learned by its hypergradient.
 
@@ -311,7 +291,7 @@ def sgd_hd(
         raise ValueError(f"nesterov must be True or False, got {nesterov!r}")
     _validation.check_beta("momentum", momentum)
     # An injected (array) momentum keeps its buffer, so init and update agree on the state.
-    plain = not isinstance(momentum, jax.Array) and _is_zero(momentum)
+    plain = not isinstance(momentum, jax.Array) and _validation.is_zero(momentum)
     if nesterov and plain:
         raise ValueError("nesterov=True needs a momentum in (0, 1), got momentum=0")
     direction = optax.identity() if plain else optax.trace(momentum, nesterov=nesterov)
@@ -339,7 +319,8 @@ def _scale_by_adam_reference(b1: float, b2: float, eps: float) -> optax.Gradient
         return optax.ScaleByAdamState(
             count=jnp.zeros([], jnp.int32),
             mu=optax.tree.zeros_like(params),
-            nu=optax.tree.zeros_like(params),
+            # |g|^2 is real: complex params get a real second moment.
+            nu=jax.tree.map(lambda p: jnp.zeros_like(p, _numerics.real_dtype(p.dtype)), params),
         )
 
     def update_fn(updates, state, params=None):
@@ -347,11 +328,12 @@ def _scale_by_adam_reference(b1: float, b2: float, eps: float) -> optax.Gradient
         count = optax.safe_increment(state.count)
 
         def leaf(g, m, v):
-            dtype = jnp.promote_types(g.dtype, jnp.float32)
+            dtype = _numerics.wide(g.dtype)
             g = g.astype(dtype)
             m_new = b1 * m.astype(dtype) + (1 - b1) * g
-            v_new = b2 * v.astype(dtype) + (1 - b2) * jnp.square(g)
-            t = count.astype(dtype)
+            real = _numerics.real_dtype(dtype)
+            v_new = b2 * v.astype(real) + (1 - b2) * _numerics.abs_sq(g)
+            t = count.astype(real)
             correction = jnp.sqrt(1 - b2**t) / (1 - b1**t)
             u = m_new / (jnp.sqrt(v_new) + eps) * correction
             return u.astype(m.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype)
@@ -366,7 +348,7 @@ def _scale_by_adam_reference(b1: float, b2: float, eps: float) -> optax.Gradient
                 strict=True,
             )
         ]
-        u, mu, nu = (treedef.unflatten(list(x)) for x in zip(*out, strict=True))
+        u, mu, nu = _numerics.unzip(treedef, out, 3)
         return u, optax.ScaleByAdamState(count=count, mu=mu, nu=nu)
 
     return optax.GradientTransformation(init_fn, update_fn)
@@ -374,16 +356,16 @@ def _scale_by_adam_reference(b1: float, b2: float, eps: float) -> optax.Gradient
 
 def adam_hd(
     learning_rate: optax.ScalarOrSchedule = 1e-3,
-    beta: float = 1e-7,
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-8,
-    weight_decay: float = 0.0,
+    beta: ArrayLike = 1e-7,
+    b1: ArrayLike = 0.9,
+    b2: ArrayLike = 0.999,
+    eps: ArrayLike = 1e-8,
+    weight_decay: ArrayLike = 0.0,
     eps_placement: str = "reference",
     safeguard: bool = False,
-    alpha_min: float | None = None,
-    alpha_max: float | None = None,
-    max_growth: float | None = None,
+    alpha_min: ArrayLike | None = None,
+    alpha_max: ArrayLike | None = None,
+    max_growth: ArrayLike | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Adam-HD: Adam whose global learning rate is learned by its hypergradient.
 

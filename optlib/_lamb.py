@@ -1,33 +1,33 @@
 """LAMB: layer-wise adaptive moments for large-batch training (You et al., 2020)."""
 
-from __future__ import annotations
-
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
+from jax.typing import ArrayLike
 
-from optlib import _layerwise, _masks, _validation
+from optlib import _layerwise, _masks, _numerics, _validation
 
 
 class ScaleByLambState(NamedTuple):
     """State of `scale_by_lamb`: the step count and Adam's two moments."""
 
     count: jax.Array  # int32 scalar: number of updates applied so far.
-    mu: optax.Updates  # first moment, shaped and typed like the params.
-    nu: optax.Updates  # second moment, shaped and typed like the params.
+    mu: optax.Updates  # first moment, shaped like the params (float32 for 16-bit params).
+    nu: optax.Updates  # second moment, shaped like the params (real, float32 for 16-bit).
 
 
 def scale_by_lamb(
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-6,
-    weight_decay: float = 0.0,
+    b1: ArrayLike = 0.9,
+    b2: ArrayLike = 0.999,
+    eps: ArrayLike = 1e-6,
+    weight_decay: ArrayLike = 0.0,
     weight_decay_mask: _masks.PerLeafSpec = None,
     adaptation_mask: _masks.PerLeafSpec = None,
-    trust_clip: float | None = None,
+    trust_clip: ArrayLike | None = None,
     layer_axes: _masks.PerLeafSpec = None,
+    moment_dtype: Any = None,
 ) -> optax.GradientTransformation:
     r"""Rescales updates by LAMB's layer-wise trust ratio (learning rate not applied).
 
@@ -48,11 +48,16 @@ def scale_by_lamb(
     identity scaling function with no clipping (:math:`c = \infty`) unless `trust_clip` is set.
     Where `adaptation_mask` is False the ratio is 1 (plain AdamW direction for that leaf).
 
+
+    Complex params are supported as in optax (pass conjugated gradients): the second moment
+    is of :math:`|g|^2` and kept real, and the trust ratio uses the norms of :math:`|w|` and
+    :math:`|r|`.
     Args:
       b1: decay rate of the first moment, in [0, 1).
       b2: decay rate of the second moment, in [0, 1).
       eps: added to the root of the second moment, >= 0.
-      weight_decay: decoupled weight decay :math:`\lambda`, >= 0.
+      weight_decay: decoupled weight decay :math:`\lambda`, >= 0, or a schedule of the step
+        count (evaluated at the 0-based count, as `optax.adamw` does).
       weight_decay_mask: which leaves get weight decay (True = decayed); a pytree, a prefix of
         one, or a callable of the params, e.g. `optlib.masks.exclude_1d`. None: every leaf.
       adaptation_mask: which leaves get a trust ratio. None: the same as `weight_decay_mask`,
@@ -60,6 +65,9 @@ def scale_by_lamb(
       trust_clip: optional upper bound :math:`c > 0` on the trust ratio.
       layer_axes: per leaf, how many leading axes index stacked layers, each slice getting
         its own ratio (see `optlib.masks.stacked_layers`). None: one ratio per leaf.
+      moment_dtype: dtype of both moments (the second is kept real); None (default): the
+        params' dtype widened to at least float32, so the second moment of bfloat16 params
+        keeps decaying (in bfloat16, :math:`\beta_2 v` rounds back to :math:`v`).
 
     Returns:
       A `GradientTransformation` whose state is a `ScaleByLambState`.
@@ -71,31 +79,32 @@ def scale_by_lamb(
     _validation.check_beta("b1", b1)
     _validation.check_beta("b2", b2)
     _validation.check_non_negative("eps", eps)
-    _validation.check_non_negative("weight_decay", weight_decay)
+    _validation.check_non_negative("weight_decay", weight_decay, schedule_ok=True)
     if trust_clip is not None:
         _validation.check_range("trust_clip", trust_clip, 0.0, None, low_open=True)
+    _validation.check_float_dtype("moment_dtype", moment_dtype)
     if adaptation_mask is None:
         adaptation_mask = weight_decay_mask
 
     def resolve(params):
-        return (
-            _masks.resolve_mask(weight_decay_mask, params, "weight_decay_mask"),
-            _masks.resolve_mask(adaptation_mask, params, "adaptation_mask"),
-            _masks.resolve_layer_axes(layer_axes, params, "layer_axes"),
-        )
+        return _layerwise.resolve_lars_specs(weight_decay_mask, adaptation_mask, layer_axes, params)
+
+    def dtype_of(p):
+        return _layerwise.moment_dtype_of(moment_dtype, p)
 
     def init_fn(params):
         resolve(params)  # a mask that does not fit the params fails here, not mid-training
         return ScaleByLambState(
             count=jnp.zeros([], jnp.int32),
-            mu=optax.tree_utils.tree_zeros_like(params),
-            nu=optax.tree_utils.tree_zeros_like(params),
+            mu=jax.tree.map(lambda p: jnp.zeros_like(p, dtype_of(p)), params),
+            # |g|^2 is real: complex params get a real second moment.
+            nu=jax.tree.map(lambda p: jnp.zeros_like(p, _numerics.real_dtype(dtype_of(p))), params),
         )
 
     def update_fn(updates, state, params=None):
-        if params is None:
-            raise ValueError("scale_by_lamb needs the current params: call update(g, s, params)")
+        _numerics.require_params(params, "scale_by_lamb")
         decay_flags, adapt_flags, axes = resolve(params)
+        wd = _numerics.value_at(weight_decay, state.count)
         count = optax.safe_increment(state.count)
         treedef = jax.tree.structure(params)
         out_u, out_m, out_v = [], [], []
@@ -110,16 +119,17 @@ def scale_by_lamb(
             strict=True,
         )
         for g, m, v, w, decay, adapt, num_axes in leaves:
-            dtype = _layerwise.compute_dtype(g.dtype)
+            dtype = _numerics.wide(g.dtype)
             g32, w32 = g.astype(dtype), w.astype(dtype)
-            t = count.astype(dtype)
+            real = _numerics.real_dtype(dtype)
+            t = count.astype(real)
             m_new = b1 * m.astype(dtype) + (1 - b1) * g32
-            v_new = b2 * v.astype(dtype) + (1 - b2) * jnp.square(g32)
+            v_new = b2 * v.astype(real) + (1 - b2) * _numerics.abs_sq(g32)
             m_hat = m_new / (1 - b1**t)
             v_hat = v_new / (1 - b2**t)
             r = m_hat / (jnp.sqrt(v_hat) + eps)
             if decay:
-                r = r + weight_decay * w32
+                r = r + wd * w32
             if adapt:
                 ratio = _layerwise.safe_ratio(
                     _layerwise.layer_norm(w32, num_axes), _layerwise.layer_norm(r, num_axes)
@@ -138,14 +148,16 @@ def scale_by_lamb(
 
 def lamb(
     learning_rate: optax.ScalarOrSchedule,
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-6,
-    weight_decay: float = 0.0,
+    *,
+    b1: ArrayLike = 0.9,
+    b2: ArrayLike = 0.999,
+    eps: ArrayLike = 1e-6,
+    weight_decay: ArrayLike = 0.0,
     weight_decay_mask: _masks.PerLeafSpec = None,
     adaptation_mask: _masks.PerLeafSpec = None,
-    trust_clip: float | None = None,
+    trust_clip: ArrayLike | None = None,
     layer_axes: _masks.PerLeafSpec = None,
+    moment_dtype: Any = None,
 ) -> optax.GradientTransformation:
     r"""LAMB: Adam with decoupled weight decay and a layer-wise trust ratio.
 
@@ -153,10 +165,20 @@ def lamb(
     `scale_by_lamb`, so each layer moves by :math:`\eta_t \|w_{t-1}\|` per step (before any
     `trust_clip`), whatever the scale of its gradient.
 
+    A consequence that surprises: with weight decay, LAMB moves even where the gradient is
+    zero. Then :math:`r_t = \lambda w` (once the moments have decayed), the trust ratio is
+    :math:`\|w\| / \|\lambda w\| = 1/\lambda`, and the step is :math:`-\eta_t w`: the layer
+    shrinks by the factor :math:`1 - \eta_t` per step, whatever :math:`\lambda > 0` is (the
+    TF-Addons reference does the same). Exclude such leaves with `weight_decay_mask`.
+
+
+    Arguments after the learning rate are keyword-only: ``optax.lamb`` orders them
+    differently, so a positional call written for it fails instead of setting another
+    argument (the README's table maps the names).
     Args:
       learning_rate: a float >= 0 or a schedule (a callable of the step count).
-      b1, b2, eps, weight_decay, weight_decay_mask, adaptation_mask, trust_clip, layer_axes:
-        see `scale_by_lamb`.
+      b1, b2, eps, weight_decay, weight_decay_mask, adaptation_mask, trust_clip, layer_axes,
+        moment_dtype: see `scale_by_lamb`.
 
     Returns:
       A `GradientTransformation`: `optax.chain(scale_by_lamb(...), scale_by_learning_rate)`.
@@ -185,6 +207,7 @@ def lamb(
             adaptation_mask=adaptation_mask,
             trust_clip=trust_clip,
             layer_axes=layer_axes,
+            moment_dtype=moment_dtype,
         ),
         optax.scale_by_learning_rate(learning_rate),
     )

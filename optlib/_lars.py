@@ -1,78 +1,28 @@
 """LARS: layer-wise adaptive rate scaling (You, Gitman, Ginsburg, 2017)."""
 
-from __future__ import annotations
-
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
+from jax.typing import ArrayLike
 
-from optlib import _layerwise, _masks, _validation
-
-DENOMINATORS = ("paper", "combined")
+from optlib import _layerwise, _masks, _numerics, _validation
 
 
 class ScaleByLarsState(NamedTuple):
-    """`scale_by_lars` keeps no state of its own; LARS' momentum lives in `optax.trace`."""
+    """State of `scale_by_lars`: the step count (for a weight-decay schedule).
 
-
-def lars_direction(
-    g: jax.Array,
-    w: jax.Array,
-    *,
-    weight_decay,
-    trust_coefficient,
-    eps,
-    denominator: str,
-    decay: bool,
-    adapt: bool,
-    num_layer_axes: int,
-    norm_clip: float | None = None,
-) -> jax.Array:
-    """The trust-ratio-scaled direction of one leaf, in the leaf's compute dtype.
-
-    Shared by LARS and TVLARS (which passes `trust_coefficient` times its time-varying factor
-    and, in the reference repository's mode, clips both norms).
+    LARS' momentum lives in the chain's momentum transform (an ``optax.TraceState``).
     """
-    dtype = _layerwise.compute_dtype(g.dtype)
-    g, w = g.astype(dtype), w.astype(dtype)
-    wd = weight_decay if decay else 0.0
-    direction = g + wd * w if decay else g
-    if not adapt:
-        return direction
-    w_norm = _layerwise.layer_norm(w, num_layer_axes)
-    if denominator == "paper":
-        den = _layerwise.layer_norm(g, num_layer_axes) + wd * w_norm
-    else:
-        den = _layerwise.layer_norm(direction, num_layer_axes)
-    if norm_clip is not None:
-        w_norm = jnp.minimum(w_norm, norm_clip)
-        den = jnp.minimum(den, norm_clip)
-    ok = (w_norm > 0) & (den > 0)
-    ratio = jnp.where(ok, trust_coefficient * w_norm / jnp.where(ok, den + eps, 1), 1.0)
-    return ratio.astype(dtype) * direction
 
-
-def resolve_lars_specs(weight_decay_mask, adaptation_mask, layer_axes, params):
-    return (
-        _masks.resolve_mask(weight_decay_mask, params, "weight_decay_mask"),
-        _masks.resolve_mask(adaptation_mask, params, "adaptation_mask"),
-        _masks.resolve_layer_axes(layer_axes, params, "layer_axes"),
-    )
-
-
-def check_lars_args(weight_decay, trust_coefficient, eps, denominator) -> None:
-    _validation.check_non_negative("weight_decay", weight_decay)
-    _validation.check_range("trust_coefficient", trust_coefficient, 0.0, None, low_open=True)
-    _validation.check_non_negative("eps", eps)
-    _validation.check_choice("denominator", denominator, DENOMINATORS)
+    count: jax.Array  # int32 scalar: number of updates applied so far.
 
 
 def scale_by_lars(
-    weight_decay: float = 0.0,
-    trust_coefficient: float = 1e-3,
-    eps: float = 0.0,
+    weight_decay: ArrayLike = 0.0,
+    trust_coefficient: ArrayLike = 1e-3,
+    eps: ArrayLike = 0.0,
     denominator: str = "paper",
     weight_decay_mask: _masks.PerLeafSpec = None,
     adaptation_mask: _masks.PerLeafSpec = None,
@@ -95,8 +45,12 @@ def scale_by_lars(
     when :math:`\beta = 0`). Where `adaptation_mask` is False, :math:`\lambda_l = 1` (plain
     SGD direction); where `weight_decay_mask` is False, :math:`\beta = 0` for that leaf.
 
+
+    Complex params are supported (pass conjugated gradients): the norms are of :math:`|w|`
+    and :math:`|g|`.
     Args:
-      weight_decay: coupled weight decay :math:`\beta`, >= 0.
+      weight_decay: coupled weight decay :math:`\beta`, >= 0, or a schedule of the step
+        count (0-based).
       trust_coefficient: :math:`\eta > 0`.
       eps: added to the denominator, >= 0.
       denominator: "paper" or "combined" (see above).
@@ -106,55 +60,50 @@ def scale_by_lars(
         `optlib.masks.stacked_layers`). None: one ratio per leaf.
 
     Returns:
-      A stateless `GradientTransformation` (state `ScaleByLarsState()`).
+      A `GradientTransformation` whose state is a `ScaleByLarsState`.
 
     References:
       You, Gitman, Ginsburg, "Large Batch Training of Convolutional Networks",
       arXiv:1708.03888, 2017.
     """
-    check_lars_args(weight_decay, trust_coefficient, eps, denominator)
+    _layerwise.check_lars_args(weight_decay, trust_coefficient, eps, denominator)
 
     def init_fn(params):
-        resolve_lars_specs(weight_decay_mask, adaptation_mask, layer_axes, params)
-        return ScaleByLarsState()
+        _layerwise.resolve_lars_specs(weight_decay_mask, adaptation_mask, layer_axes, params)
+        return ScaleByLarsState(count=jnp.zeros([], jnp.int32))
 
     def update_fn(updates, state, params=None):
-        if params is None:
-            raise ValueError("scale_by_lars needs the current params: call update(g, s, params)")
-        flags = resolve_lars_specs(weight_decay_mask, adaptation_mask, layer_axes, params)
-        treedef = jax.tree.structure(params)
-        out = [
-            lars_direction(
-                g,
-                w,
-                weight_decay=weight_decay,
-                trust_coefficient=trust_coefficient,
-                eps=eps,
-                denominator=denominator,
-                decay=decay,
-                adapt=adapt,
-                num_layer_axes=num_axes,
-            ).astype(g.dtype)
-            for g, w, decay, adapt, num_axes in zip(
-                treedef.flatten_up_to(updates), jax.tree.leaves(params), *flags, strict=True
-            )
-        ]
-        return treedef.unflatten(out), state
+        _numerics.require_params(params, "scale_by_lars")
+        flags = _layerwise.resolve_lars_specs(
+            weight_decay_mask, adaptation_mask, layer_axes, params
+        )
+        out = _layerwise.lars_updates(
+            updates,
+            params,
+            flags,
+            weight_decay=_numerics.value_at(weight_decay, state.count),
+            trust_coefficient=trust_coefficient,
+            eps=eps,
+            denominator=denominator,
+        )
+        return out, ScaleByLarsState(count=optax.safe_increment(state.count))
 
     return optax.GradientTransformation(init_fn, update_fn)
 
 
 def lars(
     learning_rate: optax.ScalarOrSchedule,
-    momentum: float = 0.9,
-    weight_decay: float = 0.0,
-    trust_coefficient: float = 1e-3,
-    eps: float = 0.0,
+    *,
+    momentum: ArrayLike = 0.9,
+    weight_decay: ArrayLike = 0.0,
+    trust_coefficient: ArrayLike = 1e-3,
+    eps: ArrayLike = 0.0,
     nesterov: bool = False,
     denominator: str = "paper",
     weight_decay_mask: _masks.PerLeafSpec = None,
     adaptation_mask: _masks.PerLeafSpec = None,
     layer_axes: _masks.PerLeafSpec = None,
+    moment_dtype: Any = None,
 ) -> optax.GradientTransformation:
     r"""LARS: momentum SGD with a layer-wise trust ratio.
 
@@ -167,12 +116,25 @@ def lars(
     (Nesterov: :math:`w_l \leftarrow w_l - (m\, v_l + \gamma_t u_l)`). With :math:`\beta = 0`
     and no momentum each layer moves by exactly :math:`\gamma_t \eta \|w_l\|` per step.
 
+    Because the learning rate sits inside the momentum, :math:`\gamma_t = 0` does not freeze
+    LARS: the params keep moving by :math:`m\, v_l` (decaying geometrically) after the rate
+    reaches 0, for example at the end of a schedule that decays to 0. To stop at once, stop
+    applying the updates; a chain with the rate after the momentum,
+    ``optax.chain(optlib.scale_by_lars(...), optax.trace(m), optax.scale_by_learning_rate(lr))``,
+    stops with the rate but is not the paper's update.
+
+
+    Arguments after the learning rate are keyword-only: ``optax.lars`` orders them
+    differently, so a positional call written for it fails instead of setting another
+    argument (the README's table maps the names).
     Args:
       learning_rate: a float >= 0 or a schedule (a callable of the step count).
       momentum: momentum :math:`m` in [0, 1).
       nesterov: use Nesterov momentum.
       weight_decay, trust_coefficient, eps, denominator, weight_decay_mask, adaptation_mask,
-        layer_axes: see `scale_by_lars`.
+        layer_axes: see `scale_by_lars` (`weight_decay` may be a schedule of the step).
+      moment_dtype: dtype of the momentum buffer; None (default): the params' dtype widened
+        to at least float32, so bfloat16 params keep a float32 buffer.
 
     Returns:
       A `GradientTransformation`:
@@ -194,6 +156,7 @@ def lars(
     """
     _validation.check_learning_rate(learning_rate)
     _validation.check_beta("momentum", momentum)
+    _validation.check_float_dtype("moment_dtype", moment_dtype)
     return optax.chain(
         scale_by_lars(
             weight_decay=weight_decay,
@@ -205,5 +168,5 @@ def lars(
             layer_axes=layer_axes,
         ),
         optax.scale_by_learning_rate(learning_rate),
-        optax.trace(decay=momentum, nesterov=nesterov),
+        _layerwise.momentum(momentum, nesterov, moment_dtype),
     )

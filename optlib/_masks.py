@@ -15,14 +15,13 @@ Under `optax.inject_hyperparams`, name callable specs in `static_args` (optax tr
 other callable argument as a schedule), or pass the resolved tree instead of the callable.
 """
 
-from __future__ import annotations
-
 import re
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 PerLeafSpec = Any | Callable[[optax.Params], Any] | None
@@ -57,16 +56,53 @@ def resolve_per_leaf(spec: PerLeafSpec, params: optax.Params, name: str, default
     return values
 
 
+def _as_bool(value: Any) -> bool | None:
+    """A Python bool for a bool, np.bool_ or concrete 0-d bool array; None otherwise."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, jax.core.Tracer):
+        return None
+    if isinstance(value, np.bool_ | np.ndarray | jax.Array):
+        array = np.asarray(value)
+        if array.shape == () and array.dtype == np.bool_:
+            return bool(array)
+    return None
+
+
 def resolve_mask(mask: PerLeafSpec, params: optax.Params, name: str) -> list[bool]:
-    """Resolves a mask to one Python bool per leaf (True = applies)."""
-    values = resolve_per_leaf(mask, params, name, True)
-    for value in values:
-        if not isinstance(value, bool):
+    """Resolves a mask to one Python bool per leaf (True = applies).
+
+    Leaves may be Python bools, ``np.bool_`` or concrete 0-d bool arrays (as optax accepts).
+    A mask that resolves to a single value while the params are a tree is an error: that is
+    what ``optax.inject_hyperparams`` produces when it calls a mask function with the step
+    count (it treats every callable as a schedule unless it is named in ``static_args``).
+    """
+    if mask is not None:
+        resolved = mask(params) if callable(mask) else mask
+        params_def = jax.tree.structure(params)
+        if jax.tree_util.treedef_is_leaf(jax.tree.structure(resolved)) and not (
+            jax.tree_util.treedef_is_leaf(params_def) or params_def.num_leaves == 0
+        ):
             raise ValueError(
-                f"{name} must hold Python bools (True where the transformation applies), "
-                f"got a leaf {value!r} of type {type(value).__name__}"
+                f"{name} resolved to the single value {resolved!r} for params that are a "
+                f"tree. If optax.inject_hyperparams called your mask function with the step "
+                f"count (it treats callables as schedules), name it in static_args, e.g. "
+                f"optax.inject_hyperparams(opt, static_args=({name!r},)); to set every leaf "
+                f"alike, pass a tree, e.g. jax.tree.map(lambda _: False, params)"
             )
-    return values
+        mask = resolved
+    values = resolve_per_leaf(mask, params, name, True)
+    out = []
+    for value in values:
+        flag = _as_bool(value)
+        if flag is None:
+            raise ValueError(
+                f"{name} must hold bools (True where the transformation applies): Python "
+                f"bools, np.bool_ or concrete bool scalars; got a leaf {value!r} of type "
+                f"{type(value).__name__}"
+            )
+        out.append(flag)
+    return out
 
 
 def resolve_layer_axes(layer_axes: PerLeafSpec, params: optax.Params, name: str) -> list[int]:

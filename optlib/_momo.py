@@ -1,14 +1,13 @@
 """MoMo and MoMo-Adam: model-based momentum with a truncated Polyak step (Schaipp et al., 2024)."""
 
-from __future__ import annotations
-
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
+from jax.typing import ArrayLike
 
-from optlib import _validation
+from optlib import _numerics, _validation
 
 
 class MomoState(NamedTuple):
@@ -42,23 +41,6 @@ class MomoAdamState(NamedTuple):
 # --- shared pieces -----------------------------------------------------------------------------
 
 
-def _scalar_dtype(params) -> jnp.dtype:
-    dtype = jnp.float32
-    for leaf in jax.tree.leaves(params):
-        dtype = jnp.promote_types(dtype, leaf.dtype)
-    return dtype
-
-
-def _wide(dtype) -> jnp.dtype:
-    """Moments of 16-bit params are kept in float32 (an EMA with 1 - b2 = 1e-3 stalls in bf16)."""
-    return jnp.promote_types(dtype, jnp.float32)
-
-
-def _is_zero(value: Any) -> bool:
-    number = _validation.concrete_scalar(value)
-    return number is not None and number == 0.0
-
-
 def _loss_value(value: Any, name: str) -> jax.Array:
     if value is None:
         raise ValueError(
@@ -75,7 +57,40 @@ def _check_common(learning_rate, lower_bound, weight_decay) -> None:
     if not callable(learning_rate):
         _validation.check_range("learning_rate", learning_rate, 0.0, None, low_open=True)
     _validation.check_range("lower_bound", lower_bound)
-    _validation.check_non_negative("weight_decay", weight_decay)
+    _validation.check_non_negative("weight_decay", weight_decay, schedule_ok=True)
+
+
+def _initial_scalars(lower_bound, dtype) -> dict[str, jax.Array]:
+    """The scalar fields both states start with."""
+    return dict(
+        count=jnp.zeros([], jnp.int32),
+        loss_avg=jnp.zeros([], dtype),
+        grad_dot=jnp.zeros([], dtype),
+        lower_bound=jnp.asarray(lower_bound, dtype),
+        step_size=jnp.zeros([], dtype),
+        skipped=jnp.zeros([], jnp.int32),
+    )
+
+
+def _next_scalars(state, ok, loss_avg, gamma, lower_bound, tau) -> dict[str, jax.Array]:
+    """The scalar fields after a step: the new values if `ok`, else the old (step skipped)."""
+    keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
+    return dict(
+        count=keep(optax.safe_increment(state.count), state.count),
+        loss_avg=keep(loss_avg, state.loss_avg),
+        grad_dot=keep(gamma, state.grad_dot),
+        lower_bound=keep(lower_bound, state.lower_bound),
+        step_size=keep(tau, state.step_size),
+        skipped=state.skipped + jnp.where(ok, 0, 1).astype(jnp.int32),
+    )
+
+
+def _start(name, learning_rate, value, params, state):
+    """Checks `update`'s arguments; returns the loss, the scalar dtype and the learning rate."""
+    value = _loss_value(value, name)
+    _numerics.require_params(params, name, ", value=loss")
+    dtype = _numerics.scalar_dtype(params)
+    return value, dtype, _numerics.lr_at(learning_rate, state.count, dtype)
 
 
 def _polyak_step(alpha, rho, q, loss_avg, dot_dx, gamma, norm_sq, lb, lb0, adapt):
@@ -96,28 +111,14 @@ def _polyak_step(alpha, rho, q, loss_avg, dot_dx, gamma, norm_sq, lb, lb0, adapt
     return tau, lb
 
 
-def _learning_rate(learning_rate, count, dtype):
-    lr = learning_rate(count) if callable(learning_rate) else learning_rate
-    return jnp.asarray(lr, dtype)
-
-
-def _tree_sum(tree) -> jax.Array:
-    return sum(jax.tree.leaves(tree))
-
-
-def _tree_dot(a, b, dtype) -> jax.Array:
-    """<a, b> over two trees, each leaf product summed in `dtype`."""
-    return _tree_sum(jax.tree.map(lambda x, y: jnp.sum(x.astype(dtype) * y.astype(dtype)), a, b))
-
-
 # --- MoMo --------------------------------------------------------------------------------------
 
 
 def momo(
     learning_rate: optax.ScalarOrSchedule = 1.0,
-    beta: float = 0.9,
-    lower_bound: float = 0.0,
-    weight_decay: float = 0.0,
+    beta: ArrayLike = 0.9,
+    lower_bound: ArrayLike = 0.0,
+    weight_decay: ArrayLike = 0.0,
     bias_correction: bool = False,
     adapt_lower_bound: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
@@ -154,12 +155,16 @@ def momo(
     the loss, the gradient or the params), the step is skipped: the update is zero, the state
     is kept, and ``state.skipped`` counts it. Log it; the step is not silently taken.
 
+
+    Complex params are supported (pass conjugated gradients): the products are the real
+    inner product :math:`\mathrm{Re}\langle a, b\rangle` and the statistics are real.
     Args:
       learning_rate: the cap :math:`\alpha > 0` on the step (1 works well per the authors),
         or a schedule of the step count.
       beta: momentum :math:`\beta \in [0, 1)`.
       lower_bound: a lower bound :math:`f_*` on the loss (0 for most losses).
-      weight_decay: proximal weight decay :math:`\lambda \ge 0`.
+      weight_decay: proximal weight decay :math:`\lambda \ge 0`, or a schedule of the step
+        count.
       bias_correction: start the averages at 0 and divide by :math:`1-\beta^k`.
       adapt_lower_bound: MoMo*: estimate :math:`f_*` online, floored at ``lower_bound``.
 
@@ -184,27 +189,18 @@ def momo(
     """
     _check_common(learning_rate, lower_bound, weight_decay)
     _validation.check_beta("beta", beta)
-    decay = not _is_zero(weight_decay)
+    decay = not _validation.is_zero(weight_decay)
 
     def init_fn(params):
-        dtype = _scalar_dtype(params)
+        dtype = _numerics.scalar_dtype(params)
         return MomoState(
-            count=jnp.zeros([], jnp.int32),
-            loss_avg=jnp.zeros([], dtype),
-            grad_avg=jax.tree.map(lambda x: jnp.zeros_like(x, _wide(x.dtype)), params),
-            grad_dot=jnp.zeros([], dtype),
-            lower_bound=jnp.asarray(lower_bound, dtype),
-            step_size=jnp.zeros([], dtype),
-            skipped=jnp.zeros([], jnp.int32),
+            grad_avg=jax.tree.map(lambda x: jnp.zeros_like(x, _numerics.wide(x.dtype)), params),
+            **_initial_scalars(lower_bound, dtype),
         )
 
     def update_fn(updates, state, params=None, *, value=None, **extra_args):
         del extra_args
-        value = _loss_value(value, "momo")
-        if params is None:
-            raise ValueError("momo needs the current params: call update(g, s, params, value=)")
-        dtype = _scalar_dtype(params)
-        alpha = _learning_rate(learning_rate, state.count, dtype)
+        value, dtype, alpha = _start("momo", learning_rate, value, params, state)
         b = jnp.asarray(beta, dtype)
         if bias_correction:
             rho = 1 - b ** (state.count + 1).astype(dtype)
@@ -218,7 +214,7 @@ def momo(
         # d_k is written once, already guarded, as the state; the two remaining products read
         # it, and the final pass reads x and d_k. That is optax's pass count plus the guard.
         f = value.astype(dtype)
-        gx = _tree_dot(updates, params, dtype)
+        gx = _numerics.tree_real_dot(updates, params, dtype)
         ok = jnp.isfinite(f) & jnp.isfinite(gx)
 
         def average(g, d):
@@ -226,11 +222,12 @@ def momo(
             return jnp.where(ok, new, d)
 
         grad_avg = jax.tree.map(average, updates, state.grad_avg)
-        dx = _tree_dot(grad_avg, params, dtype)
-        dd = _tree_dot(grad_avg, grad_avg, dtype)
+        dx = _numerics.tree_real_dot(grad_avg, params, dtype)
+        dd = _numerics.tree_real_dot(grad_avg, grad_avg, dtype)
         loss_avg = b * state.loss_avg + (1 - b) * f
         gamma = b * state.grad_dot + (1 - b) * gx
-        q = 1 + alpha * jnp.asarray(weight_decay, dtype) if decay else 1.0
+        wd = jnp.asarray(_numerics.value_at(weight_decay, state.count), dtype)
+        q = 1 + alpha * wd if decay else 1.0
         tau, lb = _polyak_step(
             alpha, rho, q, loss_avg, dx, gamma, dd, state.lower_bound,
             jnp.asarray(lower_bound, dtype), adapt_lower_bound,
@@ -246,15 +243,8 @@ def momo(
             return jnp.where(ok, u, 0).astype(g.dtype)
 
         new_updates = jax.tree.map(leaf, updates, grad_avg, params)
-        keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
         new_state = MomoState(
-            count=keep(optax.safe_increment(state.count), state.count),
-            loss_avg=keep(loss_avg, state.loss_avg),
-            grad_avg=grad_avg,
-            grad_dot=keep(gamma, state.grad_dot),
-            lower_bound=keep(lb, state.lower_bound),
-            step_size=keep(tau, state.step_size),
-            skipped=state.skipped + jnp.where(ok, 0, 1).astype(jnp.int32),
+            grad_avg=grad_avg, **_next_scalars(state, ok, loss_avg, gamma, lb, tau)
         )
         return new_updates, new_state
 
@@ -266,11 +256,11 @@ def momo(
 
 def momo_adam(
     learning_rate: optax.ScalarOrSchedule = 1e-2,
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-8,
-    lower_bound: float = 0.0,
-    weight_decay: float = 0.0,
+    b1: ArrayLike = 0.9,
+    b2: ArrayLike = 0.999,
+    eps: ArrayLike = 1e-8,
+    lower_bound: ArrayLike = 0.0,
+    weight_decay: ArrayLike = 0.0,
     adapt_lower_bound: bool = False,
     divide: bool = True,
 ) -> optax.GradientTransformationExtraArgs:
@@ -298,6 +288,9 @@ def momo_adam(
     to rounding): the step then needs no params-sized temporary, which makes it about 2.6x
     faster than optax.contrib.momo_adam on CPU.
 
+
+    Complex params are supported as in `momo`; :math:`v_k` is of :math:`|g_k|^2` and
+    :math:`D_k` is real.
     Args:
       learning_rate: the cap :math:`\alpha > 0` (1e-2 or slightly smaller per the authors),
         or a schedule of the step count.
@@ -305,7 +298,7 @@ def momo_adam(
       b2: decay of the second moment, in [0, 1).
       eps: added to the preconditioner, >= 0.
       lower_bound: a lower bound :math:`f_*` on the loss.
-      weight_decay: :math:`\lambda \ge 0`.
+      weight_decay: :math:`\lambda \ge 0`, or a schedule of the step count.
       adapt_lower_bound: MoMo*: estimate :math:`f_*` online, floored at ``lower_bound``.
       divide: proximal weight decay (True, the authors' default) or AdamW-style (False).
 
@@ -331,29 +324,24 @@ def momo_adam(
     _validation.check_beta("b1", b1)
     _validation.check_beta("b2", b2)
     _validation.check_non_negative("eps", eps)
-    decay = not _is_zero(weight_decay)
+    decay = not _validation.is_zero(weight_decay)
 
     def init_fn(params):
-        dtype = _scalar_dtype(params)
-        zeros = lambda x: jnp.zeros_like(x, _wide(x.dtype))  # noqa: E731
+        dtype = _numerics.scalar_dtype(params)
+        wide = lambda x: _numerics.wide(x.dtype)  # noqa: E731
+        # D_k is real (it comes from |g|^2), also for complex params.
+        real = lambda x: _numerics.real_dtype(wide(x))  # noqa: E731
         return MomoAdamState(
-            count=jnp.zeros([], jnp.int32),
-            loss_avg=jnp.zeros([], dtype),
-            grad_avg=jax.tree.map(zeros, params),
-            precond=jax.tree.map(lambda x: zeros(x) + jnp.asarray(eps, _wide(x.dtype)), params),
-            grad_dot=jnp.zeros([], dtype),
-            lower_bound=jnp.asarray(lower_bound, dtype),
-            step_size=jnp.zeros([], dtype),
-            skipped=jnp.zeros([], jnp.int32),
+            grad_avg=jax.tree.map(lambda x: jnp.zeros_like(x, wide(x)), params),
+            precond=jax.tree.map(
+                lambda x: jnp.zeros_like(x, real(x)) + jnp.asarray(eps, real(x)), params
+            ),
+            **_initial_scalars(lower_bound, dtype),
         )
 
     def update_fn(updates, state, params=None, *, value=None, **extra_args):
         del extra_args
-        value = _loss_value(value, "momo_adam")
-        if params is None:
-            raise ValueError("momo_adam needs the current params: update(g, s, params, value=)")
-        dtype = _scalar_dtype(params)
-        alpha = _learning_rate(learning_rate, state.count, dtype)
+        value, dtype, alpha = _start("momo_adam", learning_rate, value, params, state)
         k = (state.count + 1).astype(dtype)
         beta1, beta2 = jnp.asarray(b1, dtype), jnp.asarray(b2, dtype)
         rho = 1 - beta1**k
@@ -364,7 +352,7 @@ def momo_adam(
         # rather than v_k lets XLA:CPU fuse <d, d / D> into its reduction; with v_k the root
         # would go to a params-sized temporary (page-faulted on every step).
         f = value.astype(dtype)
-        gx = _tree_dot(updates, params, dtype)
+        gx = _numerics.tree_real_dot(updates, params, dtype)
         ok = jnp.isfinite(f) & jnp.isfinite(gx)
 
         def first_moment(g, d):
@@ -374,22 +362,25 @@ def momo_adam(
         def preconditioner(g, p):
             e = jnp.asarray(eps, p.dtype)
             v = jnp.square(p - e) * bc2_prev.astype(p.dtype)  # v_{k-1}; 0 at k = 1
-            v = beta2.astype(p.dtype) * v + (1 - beta2).astype(p.dtype) * jnp.square(
-                g.astype(p.dtype)
-            )
+            g_sq = _numerics.abs_sq(g.astype(_numerics.complex_if(p.dtype, g)))
+            v = beta2.astype(p.dtype) * v + (1 - beta2).astype(p.dtype) * g_sq
             return jnp.where(ok, jnp.sqrt(v * (1 / bc2).astype(p.dtype)) + e, p)
 
         grad_avg = jax.tree.map(first_moment, updates, state.grad_avg)
         precond = jax.tree.map(preconditioner, updates, state.precond)
-        dx = _tree_dot(grad_avg, params, dtype)
-        # (d * d) / D, not d * (d / D): the step's d / D must not be shared with this product,
+        dx = _numerics.tree_real_dot(grad_avg, params, dtype)
+        # |d|^2 / D, not d * (d / D): the step's d / D must not be shared with this product,
         # or it becomes a params-sized temporary.
-        dd = _tree_sum(
-            jax.tree.map(lambda d, p: jnp.sum((d * d / p).astype(dtype)), grad_avg, precond)
+        dd = _numerics.tree_sum(
+            jax.tree.map(
+                lambda d, p: jnp.sum((_numerics.abs_sq(d) / p).astype(dtype)), grad_avg, precond
+            ),
+            dtype,
         )
         loss_avg = beta1 * state.loss_avg + (1 - beta1) * f
         gamma = beta1 * state.grad_dot + (1 - beta1) * gx
-        q = 1 + alpha * jnp.asarray(weight_decay, dtype) if decay else 1.0
+        wd = jnp.asarray(_numerics.value_at(weight_decay, state.count), dtype)
+        q = 1 + alpha * wd if decay else 1.0
         tau, lb = _polyak_step(
             alpha, rho, q, loss_avg, dx, gamma, dd, state.lower_bound,
             jnp.asarray(lower_bound, dtype), adapt_lower_bound,
@@ -403,20 +394,14 @@ def momo_adam(
             elif divide:
                 u = (x - step) / q.astype(d.dtype) - x
             else:
-                u = -(alpha * jnp.asarray(weight_decay, dtype)).astype(d.dtype) * x - step
+                u = -(alpha * wd).astype(d.dtype) * x - step
             return jnp.where(ok, u, 0).astype(g.dtype)
 
         new_updates = jax.tree.map(leaf, updates, grad_avg, precond, params)
-        keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
         new_state = MomoAdamState(
-            count=keep(optax.safe_increment(state.count), state.count),
-            loss_avg=keep(loss_avg, state.loss_avg),
             grad_avg=grad_avg,
             precond=precond,
-            grad_dot=keep(gamma, state.grad_dot),
-            lower_bound=keep(lb, state.lower_bound),
-            step_size=keep(tau, state.step_size),
-            skipped=state.skipped + jnp.where(ok, 0, 1).astype(jnp.int32),
+            **_next_scalars(state, ok, loss_avg, gamma, lb, tau),
         )
         return new_updates, new_state
 

@@ -8,8 +8,6 @@ Not in tests/test_contract.py: every update needs the sampled example's index an
 Its own tests are tests/test_prospect.py.
 """
 
-from __future__ import annotations
-
 import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -20,7 +18,7 @@ import numpy as np
 import optax
 from jax.typing import ArrayLike
 
-from optlib import _spectral, _validation
+from optlib import _numerics, _spectral, _validation
 
 SAMPLINGS = ("single", "paired")
 
@@ -93,9 +91,9 @@ def _move(sorted_losses, order, p, new_loss, example):
 def prospect(
     learning_rate: optax.ScalarOrSchedule,
     spectrum: ArrayLike,
-    shift_cost: float = 1.0,
+    shift_cost: ArrayLike = 1.0,
     penalty: str = "chi2",
-    l2_reg: float = 1.0,
+    l2_reg: ArrayLike = 1.0,
     sampling: str = "single",
     *,
     linear: bool = False,
@@ -139,6 +137,8 @@ def prospect(
     Linear mode (`linear=True`) is for models `ℓ_i(w) = φ(x_i·w, y_i)` with params one array of
     shape `(d,)`: the table stores one scalar per example instead of a gradient row.
 
+
+    Complex params are not supported: `init` raises a ValueError naming the complex leaf.
     Args:
       learning_rate: `η`, a float or a schedule of the step.
       spectrum: the spectrum `σ`, shape `(n,)` (`optlib.spectral.cvar(n, 0.5)`, ...).
@@ -222,6 +222,7 @@ def prospect(
                 )
 
     def init_fn(params, *, losses=None, grads=None, features=None):
+        _numerics.reject_complex(params, "prospect")
         check_tables(params, losses, grads, features)
         dtype = jax.tree.leaves(params)[0].dtype
         losses = jnp.asarray(losses, dtype)
@@ -258,8 +259,9 @@ def prospect(
         **extra_args,
     ):
         del extra_args
-        if params is None:
-            raise ValueError("prospect's update needs params (its ridge step is proximal)")
+        _numerics.require_params(
+            params, "prospect (its ridge step is proximal)", ", index=i, loss=l"
+        )
         _check_index("index", index, n)
         if sampling == "single":
             if loss is None:
@@ -277,8 +279,7 @@ def prospect(
         dtype = state.sorted_losses.dtype
         index = jnp.asarray(index, jnp.int32)
         loss_index = jnp.asarray(loss_index, jnp.int32)
-        eta = learning_rate(state.count) if callable(learning_rate) else learning_rate
-        eta = jnp.asarray(eta, dtype)
+        eta = _numerics.lr_at(learning_rate, state.count, dtype)
         mu = jnp.asarray(l2_reg / n, dtype)
 
         # λ_i = q*(ℓ̂)_i at the rank of example i.

@@ -31,6 +31,12 @@ Two forms:
   params, grad_fn=...)`` takes the gradient at :math:`w` as ``grads``, calls
   ``grad_fn(w + eps)`` and passes the result to the base optimizer.
 
+Complex params are supported. `sam_value_and_grad` works in ``jax.grad``'s convention (its
+gradient of a real loss in complex params is the conjugate of the ascent direction, so it
+perturbs along the conjugate and returns ``jax.grad``'s kind of gradient); `sam` works in
+optax's (the gradients it gets are conjugated, and ``grad_fn`` must return them conjugated
+too).
+
 References:
   Foret, Kleiner, Mobahi, Neyshabur, "Sharpness-Aware Minimization for Efficiently Improving
   Generalization", ICLR 2021, arXiv:2010.01412.
@@ -38,43 +44,42 @@ References:
   Learning of Deep Neural Networks", ICML 2021, arXiv:2102.11600.
 """
 
-from __future__ import annotations
-
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
+from jax.typing import ArrayLike
 
-from optlib import _masks, _validation
+from optlib import _masks, _numerics, _validation
 
 # Added to the perturbation's norm so a zero gradient gives a zero perturbation, not NaN.
 NORM_EPS = 1e-12
 
 
-def _wide(dtype) -> jnp.dtype:
-    return jnp.promote_types(dtype, jnp.float32)
-
-
 def sam_perturbation(
     grads: optax.Updates,
     params: optax.Params,
-    rho: float | jax.Array,
+    rho: ArrayLike,
     adaptive: bool = False,
-    adaptive_eps: float | jax.Array = 0.01,
+    adaptive_eps: ArrayLike = 0.01,
     adaptive_mask: _masks.PerLeafSpec = None,
+    mask: _masks.PerLeafSpec = None,
 ) -> optax.Updates:
     r"""The SAM (or ASAM) perturbation :math:`\hat\epsilon = \rho T^2 g / (\|T g\| + \delta)`.
 
     Args:
       grads: the gradient :math:`g` at `params`.
-      params: the params :math:`w` (used by ASAM only).
-      rho: neighbourhood radius :math:`\rho`.
+      params: the params :math:`w` (used by ASAM and the masks only).
+      rho: neighbourhood radius :math:`\rho` (a number or an array, e.g. a schedule's value).
       adaptive: ASAM's :math:`T = |w| + \eta` instead of :math:`T = 1`.
       adaptive_eps: :math:`\eta`.
       adaptive_mask: which leaves ASAM scales (True = scaled, else :math:`T = 1`); a pytree,
         a prefix of one, or a callable of the params (`optlib.masks`). None: every leaf.
+      mask: which leaves are perturbed at all (True = perturbed); the others get
+        :math:`\hat\epsilon = 0` and do not enter the norm. None: every leaf.
 
     Returns:
       :math:`\hat\epsilon`, shaped like `params` and in at least float32.
@@ -84,20 +89,36 @@ def sam_perturbation(
       >>> optlib.sam_perturbation(jnp.array([3.0, 4.0]), jnp.zeros(2), rho=0.5)
       Array([0.3, 0.4], dtype=float32)
     """
-    gs = jax.tree.map(lambda g: g.astype(_wide(g.dtype)), grads)
+    if callable(rho):
+        raise ValueError(
+            "sam_perturbation and sam_value_and_grad take rho as a number or an array; for a "
+            "schedule pass its value at the step, rho=schedule(step), or use optlib.sam"
+        )
+    gs = jax.tree.map(lambda g: g.astype(_numerics.wide(g.dtype)), grads)
+    if mask is not None:
+        on = _masks.resolve_mask(mask, params, "mask")
+        treedef = jax.tree.structure(params)
+        gs = treedef.unflatten(
+            [
+                g if m else jnp.zeros_like(g)
+                for g, m in zip(treedef.flatten_up_to(gs), on, strict=True)
+            ]
+        )
     if adaptive:
         scaled = _masks.resolve_mask(adaptive_mask, params, "adaptive_mask")
         ws, treedef = jax.tree.flatten(params)
         scales = treedef.unflatten(
             [
-                jnp.abs(w.astype(g.dtype)) + adaptive_eps if on else jnp.ones_like(g)
+                jnp.abs(w.astype(g.dtype)) + adaptive_eps
+                if on
+                else jnp.ones(g.shape, _numerics.real_dtype(g.dtype))
                 for w, g, on in zip(ws, treedef.flatten_up_to(gs), scaled, strict=True)
             ]
         )
         tg = jax.tree.map(jnp.multiply, scales, gs)
     else:
         tg = gs
-    norm = jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tg)))
+    norm = jnp.sqrt(_numerics.tree_sq_norm(tg, _numerics.scalar_dtype(tg)))
     factor = rho / (norm + NORM_EPS)
     if adaptive:
         return jax.tree.map(lambda t, g: (factor * t * t * g).astype(g.dtype), scales, gs)
@@ -109,18 +130,20 @@ def _perturb(params, eps):
 
 
 def _check(rho, adaptive_eps) -> None:
-    _validation.check_range("rho", rho, 0.0, None, low_open=True)
+    if not callable(rho):  # a schedule of the step (optlib.sam only)
+        _validation.check_range("rho", rho, 0.0, None, low_open=True)
     _validation.check_non_negative("adaptive_eps", adaptive_eps)
 
 
 def sam_value_and_grad(
     loss_fn: Callable[..., Any],
-    rho: float = 0.05,
+    rho: ArrayLike = 0.05,
     adaptive: bool = False,
-    adaptive_eps: float = 0.01,
+    adaptive_eps: ArrayLike = 0.01,
     group_size: int | None = None,
     has_aux: bool = False,
     adaptive_mask: _masks.PerLeafSpec = None,
+    mask: _masks.PerLeafSpec = None,
 ) -> Callable[..., tuple[Any, optax.Updates]]:
     r"""Like ``jax.value_and_grad(loss_fn)``, but the gradient is SAM's.
 
@@ -145,6 +168,7 @@ def sam_value_and_grad(
       group_size: examples per perturbation (m-sharpness); None: one for the whole batch.
       has_aux: as in ``jax.value_and_grad``; `aux` comes from the pass at `params`.
       adaptive_mask: which leaves ASAM scales (see `sam_perturbation`). None: every leaf.
+      mask: which leaves are perturbed (see `sam_perturbation`). None: every leaf.
 
     Returns:
       A function with the signature of ``jax.value_and_grad(loss_fn, has_aux=has_aux)``.
@@ -166,6 +190,11 @@ def sam_value_and_grad(
     References:
       Foret et al., ICLR 2021, arXiv:2010.01412; Kwon et al., ICML 2021, arXiv:2102.11600.
     """
+    if callable(rho):
+        raise ValueError(
+            "sam_value_and_grad takes rho as a number or an array; for a schedule pass its "
+            "value at the step, rho=schedule(step), or use optlib.sam"
+        )
     _check(rho, adaptive_eps)
     if group_size is not None and (
         isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1
@@ -176,7 +205,9 @@ def sam_value_and_grad(
 
     def one(params, *args, **kwargs):
         out, g = value_and_grad(params, *args, **kwargs)
-        eps = sam_perturbation(g, params, rho, adaptive, adaptive_eps, adaptive_mask)
+        # jax.grad of a real loss in complex params is the conjugate of the ascent direction.
+        ascent = jax.tree.map(lambda x: jnp.conj(x) if _numerics.is_complex(x) else x, g)
+        eps = sam_perturbation(ascent, params, rho, adaptive, adaptive_eps, adaptive_mask, mask)
         g_sam = grad(_perturb(params, eps), *args, **kwargs)
         if has_aux:
             g_sam = g_sam[0]
@@ -195,10 +226,12 @@ def sam_value_and_grad(
         (n,) = sizes
         if n % group_size:
             raise ValueError(f"group_size={group_size} must divide the batch size {n}")
-        groups = jax.tree.map(lambda x: x.reshape(n // group_size, group_size, *x.shape[1:]), args)
+        groups = jax.tree.map(lambda x: _split_groups(x, n // group_size, group_size), args)
         per_group = jax.vmap(lambda batch: one(params, *batch, **kwargs))
         out, g = per_group(groups)
-        g = jax.tree.map(lambda x: jnp.mean(x.astype(_wide(x.dtype)), axis=0).astype(x.dtype), g)
+        g = jax.tree.map(
+            lambda x: jnp.mean(x.astype(_numerics.wide(x.dtype)), axis=0).astype(x.dtype), g
+        )
         if has_aux:
             loss, aux = out
             return (jnp.mean(loss, axis=0), aux), g
@@ -207,36 +240,78 @@ def sam_value_and_grad(
     return grouped
 
 
-class SAMState(NamedTuple):
-    """State of `sam`: the base optimizer's state (opaque mode keeps nothing else)."""
+def _split_groups(x: jax.Array, num_groups: int, group_size: int) -> jax.Array:
+    """`x` reshaped to (num_groups, group_size, ...), also when its batch axis is explicit.
 
+    On a mesh with Explicit axes the reshape must be told its output sharding whenever a
+    group spans several devices' shards: the group axis keeps the batch's mesh axes when
+    they divide the number of groups, else the two leading axes are replicated (each device
+    then computes every group; correct, with an all-gather of the batch).
+    """
+    shape = (num_groups, group_size, *x.shape[1:])
+    sharding = getattr(jax.typeof(x), "sharding", None)
+    spec = getattr(sharding, "spec", None)
+    mesh = getattr(sharding, "mesh", None)
+    if not spec or spec[0] is None or not getattr(mesh, "explicit_axes", ()):
+        return x.reshape(shape)
+    batch_axes = spec[0] if isinstance(spec[0], tuple) else (spec[0],)
+    shards = math.prod(mesh.shape[a] for a in batch_axes)
+    lead = (spec[0], None) if num_groups % shards == 0 else (None, None)
+    rest = tuple(spec[1:]) + (None,) * (x.ndim - len(spec))
+    return jnp.reshape(x, shape, out_sharding=jax.sharding.PartitionSpec(*lead, *rest))
+
+
+class SAMState(NamedTuple):
+    """State of `sam`: the step count (for a schedule of rho) and the base optimizer's state."""
+
+    count: jax.Array  # int32 scalar: number of updates applied so far.
     base_state: optax.OptState
 
 
 def sam(
     base_optimizer: optax.GradientTransformation,
-    rho: float = 0.05,
+    rho: optax.ScalarOrSchedule = 0.05,
     adaptive: bool = False,
-    adaptive_eps: float = 0.01,
+    adaptive_eps: ArrayLike = 0.01,
     adaptive_mask: _masks.PerLeafSpec = None,
+    mask: _masks.PerLeafSpec = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""SAM as an optax transform: ``update(grads, state, params, grad_fn=...)``.
 
     `grads` must be the gradient at `params`; the transform computes :math:`\hat\epsilon`
     from it (module docstring), calls ``grad_fn(params + eps)`` and gives that gradient to
     `base_optimizer`, which steps from `params`. Other extra keyword arguments go to the base
-    optimizer. Put `sam` first in a chain: transforms before it change `grads` but not what
-    `grad_fn` returns.
+    optimizer.
+
+    Where other transforms go: `grads` only sets the direction of :math:`\hat\epsilon`
+    (a scale such as ``optax.clip_by_global_norm`` does not change it), and the base steps
+    with what ``grad_fn`` returns. So a transform placed before `sam` in ``optax.chain`` has
+    no effect on the step; put clipping, masking and weight decay inside the base:
+    ``optlib.sam(optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(lr)))``.
+
+    `sam` needs the whole params, because ``grad_fn`` does: under ``optax.masked`` or in an
+    ``optax.multi_transform`` group it would see ``MaskedNode``s in place of the masked-out
+    leaves, so it raises instead. Put `sam` outside, choose the perturbed leaves with
+    ``mask=`` and give the groups their optimizers inside the base, e.g.
+    ``optlib.sam(optax.multi_transform({"sam": sgd, "rest": adamw}, labels), mask=m)``.
+    (A group without leaves is fine: nothing is perturbed and ``grad_fn`` is not called.)
+
+    With gradient accumulation, do not wrap `sam` in ``optax.MultiSteps``: it would call
+    ``grad_fn`` on every micro-batch with the last micro-batch's closure. Take each
+    micro-batch's SAM gradient with `sam_value_and_grad` and accumulate those around the base
+    optimizer (`optlib.multi_steps` or ``optax.MultiSteps``): every micro-batch then gets its
+    own perturbation, as every device does in the reference's data-parallel SAM.
 
     For m-sharpness or to avoid passing a closure, use `sam_value_and_grad` with any optimizer.
 
     Args:
       base_optimizer: the optimizer that takes the SAM gradient (SGD with momentum in the
         paper).
-      rho: neighbourhood radius :math:`\rho > 0`.
+      rho: neighbourhood radius :math:`\rho > 0`, or a schedule of the step count.
       adaptive: ASAM's elementwise scaling :math:`T = |w| + \eta`.
       adaptive_eps: ASAM's :math:`\eta \ge 0`.
       adaptive_mask: which leaves ASAM scales (see `sam_perturbation`). None: every leaf.
+      mask: which leaves are perturbed (see `sam_perturbation`). None: every leaf.
 
     Returns:
       A `GradientTransformationExtraArgs` with state `SAMState`.
@@ -261,7 +336,7 @@ def sam(
     base = optax.with_extra_args_support(base_optimizer)
 
     def init_fn(params):
-        return SAMState(base_state=base.init(params))
+        return SAMState(count=jnp.zeros([], jnp.int32), base_state=base.init(params))
 
     def update_fn(updates, state, params=None, *, grad_fn=None, **extra_args):
         if grad_fn is None:
@@ -269,12 +344,26 @@ def sam(
                 "sam needs grad_fn=: call update(grads, state, params, grad_fn=f) with "
                 "f(params) -> gradient of the loss at params"
             )
-        if params is None:
-            raise ValueError("sam needs the current params: call update(g, s, params, grad_fn=f)")
-        eps = sam_perturbation(updates, params, rho, adaptive, adaptive_eps, adaptive_mask)
-        g_sam = grad_fn(_perturb(params, eps))
-        g_sam = jax.tree.map(lambda s, g: s.astype(g.dtype), g_sam, updates)
+        _numerics.require_params(params, "sam", ", grad_fn=f")
+        nodes = jax.tree.leaves(params, is_leaf=lambda x: isinstance(x, optax.MaskedNode))
+        if not jax.tree.leaves(params):
+            g_sam = updates  # no leaf to perturb (an empty tree or multi_transform group)
+        elif any(isinstance(x, optax.MaskedNode) for x in nodes):
+            raise ValueError(
+                "sam got params with optax.MaskedNode in place of masked-out leaves (sam under "
+                "optax.masked or in an optax.multi_transform group), and grad_fn needs the "
+                "whole params. Put sam outside, choose the perturbed leaves with mask= and "
+                "give the groups their optimizers inside the base, e.g. "
+                "optlib.sam(optax.multi_transform(transforms, labels), mask=m)"
+            )
+        else:
+            rho_t = _numerics.lr_at(rho, state.count, _numerics.scalar_dtype(params))
+            eps = sam_perturbation(
+                updates, params, rho_t, adaptive, adaptive_eps, adaptive_mask, mask
+            )
+            g_sam = grad_fn(_perturb(params, eps))
+            g_sam = jax.tree.map(lambda s, g: s.astype(g.dtype), g_sam, updates)
         new_updates, base_state = base.update(g_sam, state.base_state, params, **extra_args)
-        return new_updates, SAMState(base_state=base_state)
+        return new_updates, SAMState(optax.safe_increment(state.count), base_state)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -52,16 +52,15 @@ References:
   arXiv:2405.15682; reference code facebookresearch/schedule_free (PyPI ``schedulefree``).
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
+from jax.typing import ArrayLike
 
-from optlib import _validation
+from optlib import _numerics, _validation
 
 VARIANTS = ("reference", "paper")
 
@@ -94,21 +93,6 @@ class ScheduleFreeBaseState(NamedTuple):
     nu: optax.Updates
 
 
-def _wide(dtype) -> jnp.dtype:
-    """At least float32: bfloat16 accumulators stall."""
-    return jnp.promote_types(dtype, jnp.float32)
-
-
-def _scalar_dtype(params) -> jnp.dtype:
-    dtypes = [_wide(x.dtype) for x in jax.tree.leaves(params)]
-    return jnp.result_type(*dtypes) if dtypes else jnp.dtype(jnp.float32)
-
-
-def _at(schedule: optax.ScalarOrSchedule, count: jax.Array, dtype) -> jax.Array:
-    value = schedule(count) if callable(schedule) else schedule
-    return jnp.asarray(value, dtype)
-
-
 def _check_common(b1, weight_lr_power, r) -> None:
     _validation.check_beta("b1", b1)
     _validation.check_non_negative("weight_lr_power", weight_lr_power)
@@ -118,9 +102,9 @@ def _check_common(b1, weight_lr_power, r) -> None:
 def schedule_free(
     base_optimizer: optax.GradientTransformation,
     learning_rate: optax.ScalarOrSchedule,
-    b1: float = 0.9,
-    weight_lr_power: float = 2.0,
-    r: float = 0.0,
+    b1: ArrayLike = 0.9,
+    weight_lr_power: ArrayLike = 2.0,
+    r: ArrayLike = 0.0,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Makes any base optimizer schedule-free.
 
@@ -130,6 +114,8 @@ def schedule_free(
     ``optax.adam(lr, b1=0.0)``): :math:`\beta` plays that role. See the module docstring for
     the update and the step convention.
 
+
+    Complex params are supported (pass conjugated gradients); the scalars stay real.
     Args:
       base_optimizer: the transform whose updates step :math:`z` (learning rate included).
         Extra keyword arguments of `update` are forwarded to it.
@@ -171,7 +157,7 @@ def _schedule_free(base_optimizer, learning_rate, b1, weight_lr_power, r, y_step
     base = optax.with_extra_args_support(base_optimizer)
 
     def init_fn(params):
-        dtype = _scalar_dtype(params)
+        dtype = _numerics.scalar_dtype(params)
         return ScheduleFreeState(
             b1=jnp.asarray(b1, dtype),
             count=jnp.zeros([], jnp.int32),
@@ -179,16 +165,15 @@ def _schedule_free(base_optimizer, learning_rate, b1, weight_lr_power, r, y_step
             lr_max=jnp.zeros([], dtype),
             # A copy even when the dtype is kept: a donated step must not see the params'
             # buffer twice.
-            z=jax.tree.map(lambda p: jnp.astype(p, _wide(p.dtype), copy=True), params),
+            z=jax.tree.map(lambda p: jnp.astype(p, _numerics.wide(p.dtype), copy=True), params),
             base_state=base.init(params),
         )
 
     def update_fn(updates, state, params=None, **extra_args):
-        if params is None:
-            raise ValueError("schedule_free needs the current params: call update(g, s, params)")
+        _numerics.require_params(params, "schedule_free")
         dtype = state.weight_sum.dtype
         k = state.count
-        lr = _at(learning_rate, k, dtype)
+        lr = _numerics.lr_at(learning_rate, k, dtype)
         lr_max = jnp.maximum(state.lr_max, lr)
         weight = jnp.power((k + 1).astype(dtype), r) * jnp.power(lr_max, weight_lr_power)
         weight_sum = state.weight_sum + weight
@@ -213,7 +198,7 @@ def _schedule_free(base_optimizer, learning_rate, b1, weight_lr_power, r, y_step
 
         moved = jax.tree.map(move, params, state.z, steps, y_u)
         treedef = jax.tree.structure(params)
-        dys, zs = (treedef.unflatten(t) for t in zip(*treedef.flatten_up_to(moved), strict=True))
+        dys, zs = _numerics.unzip(treedef, treedef.flatten_up_to(moved), 2)
         new_state = ScheduleFreeState(
             b1=state.b1,
             count=optax.safe_increment(k),
@@ -265,12 +250,14 @@ def _scale_by_sf_base(
     """
 
     def init_fn(params):
-        nu = jax.tree.map(lambda p: jnp.zeros_like(p, _wide(p.dtype)), params) if adam else None
+        # |g|^2 is real: complex params get a real second moment.
+        real = lambda p: _numerics.real_dtype(_numerics.wide(p.dtype))  # noqa: E731
+        nu = jax.tree.map(lambda p: jnp.zeros_like(p, real(p)), params) if adam else None
         return ScheduleFreeBaseState(count=jnp.zeros([], jnp.int32), nu=nu)
 
     def steps(updates, k, nu, params, again: bool):
-        dtype = _scalar_dtype(params)
-        lr = _at(schedule, k, dtype)
+        dtype = _numerics.scalar_dtype(params)
+        lr = _numerics.lr_at(schedule, k, dtype)
         treedef = jax.tree.structure(params)
         gs = treedef.flatten_up_to(updates)
         ys = treedef.flatten_up_to(params)
@@ -286,22 +273,29 @@ def _scale_by_sf_base(
                 return jnp.sqrt(4 * v) * 0.5 if again else jnp.sqrt(v)
 
             nus = treedef.flatten_up_to(nu)
-            dirs = [g.astype(v.dtype) / (root(v) + eps) for g, v in zip(gs, nus, strict=True)]
+            dirs = [
+                g.astype(_numerics.complex_if(v.dtype, g)) / (root(v) + eps)
+                for g, v in zip(gs, nus, strict=True)
+            ]
         else:
-            dirs = [g.astype(_wide(g.dtype)) for g in gs]
+            dirs = [g.astype(_numerics.wide(g.dtype)) for g in gs]
         out = []
+        wd = _numerics.value_at(weight_decay, k)
         for d, y in zip(dirs, ys, strict=True):
-            d = d + weight_decay * y.astype(d.dtype)
+            d = d + wd * y.astype(d.dtype)
             out.append(-lr.astype(d.dtype) * d)
         return treedef.unflatten(out)
 
     def update_fn(updates, state, params=None):
-        if params is None:
-            raise ValueError("schedule-free needs the current params: call update(g, s, params)")
+        _numerics.require_params(params, "schedule-free")
         nu = None
         if adam:
             nu = jax.tree.map(
-                lambda g, v: b2 * v + (1 - b2) * jnp.square(g.astype(v.dtype)), updates, state.nu
+                lambda g, v: (
+                    b2 * v + (1 - b2) * _numerics.abs_sq(g.astype(_numerics.complex_if(v.dtype, g)))
+                ),
+                updates,
+                state.nu,
             )
         new_state = ScheduleFreeBaseState(optax.safe_increment(state.count), nu)
         return steps(updates, state.count, nu, params, again=False), new_state
@@ -316,11 +310,12 @@ def _scale_by_sf_base(
 
 def schedule_free_sgd(
     learning_rate: optax.ScalarOrSchedule = 1.0,
-    b1: float = 0.9,
-    warmup_steps: int = 0,
-    weight_decay: float = 0.0,
-    r: float = 0.0,
-    weight_lr_power: float = 2.0,
+    *,
+    b1: ArrayLike = 0.9,
+    warmup_steps: ArrayLike = 0,
+    weight_decay: ArrayLike = 0.0,
+    r: ArrayLike = 0.0,
+    weight_lr_power: ArrayLike = 2.0,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Schedule-free SGD (the reference's ``SGDScheduleFree``).
 
@@ -328,12 +323,19 @@ def schedule_free_sgd(
     :math:`\gamma_k = \gamma \min(1, (k+1)/W)` (0-based :math:`k`; no warm-up for
     :math:`W = 0`), and the averaging of `schedule_free` (module docstring).
 
+
+    Complex params are supported (pass conjugated gradients).
+
+    Arguments after the learning rate are keyword-only: ``optax.contrib.schedule_free_sgd``
+    orders them differently, so a positional call written for it fails instead of setting
+    another argument (the README's table maps the names).
     Args:
       learning_rate: :math:`\gamma` (float or schedule of the 0-based step), >= 0. The
         reference's default is 1.0; schedule-free SGD wants 10-50x the usual SGD rate.
       b1: :math:`\beta \in [0, 1)`.
       warmup_steps: linear warm-up length :math:`W \ge 0`.
-      weight_decay: :math:`\lambda \ge 0`, applied at :math:`y`.
+      weight_decay: :math:`\lambda \ge 0` (or a schedule of the 0-based step), applied at
+        :math:`y`.
       r: exponent of :math:`(k+1)` in the averaging weights, >= 0.
       weight_lr_power: exponent of the running max learning rate in the weights, >= 0.
 
@@ -360,7 +362,7 @@ def schedule_free_sgd(
     _validation.check_learning_rate(learning_rate)
     _check_common(b1, weight_lr_power, r)
     _validation.check_non_negative("warmup_steps", warmup_steps)
-    _validation.check_non_negative("weight_decay", weight_decay)
+    _validation.check_non_negative("weight_decay", weight_decay, schedule_ok=True)
     schedule = _warmup(learning_rate, warmup_steps)
     base, y_steps = _scale_by_sf_base(schedule, weight_decay, adam=False)
     return _schedule_free(base, schedule, b1, weight_lr_power, r, y_steps)
@@ -368,13 +370,14 @@ def schedule_free_sgd(
 
 def schedule_free_adamw(
     learning_rate: optax.ScalarOrSchedule = 2.5e-3,
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-8,
-    warmup_steps: int = 0,
-    weight_decay: float = 0.0,
-    r: float = 0.0,
-    weight_lr_power: float = 2.0,
+    *,
+    b1: ArrayLike = 0.9,
+    b2: ArrayLike = 0.999,
+    eps: ArrayLike = 1e-8,
+    warmup_steps: ArrayLike = 0,
+    weight_decay: ArrayLike = 0.0,
+    r: ArrayLike = 0.0,
+    weight_lr_power: ArrayLike = 2.0,
     variant: str = "reference",
 ) -> optax.GradientTransformationExtraArgs:
     r"""Schedule-free AdamW.
@@ -394,13 +397,21 @@ def schedule_free_adamw(
 
     The reference variant is the default because it is what the authors' package ships now.
 
+
+    Complex params are supported (pass conjugated gradients): the second moment is of
+    :math:`|g|^2` and kept real.
+
+    Arguments after the learning rate are keyword-only: ``optax.contrib.schedule_free_adamw``
+    orders them differently, so a positional call written for it fails instead of setting
+    another argument (the README's table maps the names).
     Args:
       learning_rate: :math:`\gamma` (float or schedule of the 0-based step), >= 0.
       b1: :math:`\beta \in [0, 1)`, the interpolation (there is no first moment).
       b2: second-moment decay in [0, 1).
       eps: added to the denominator, >= 0.
       warmup_steps: linear warm-up length :math:`W \ge 0`.
-      weight_decay: decoupled decay :math:`\lambda \ge 0`, applied at :math:`y`.
+      weight_decay: decoupled decay :math:`\lambda \ge 0` (or a schedule of the 0-based
+        step), applied at :math:`y`.
       r: exponent of :math:`(k+1)` in the averaging weights, >= 0.
       weight_lr_power: exponent of the running max learning rate in the weights, >= 0.
       variant: "reference" or "paper" (above).
@@ -428,7 +439,7 @@ def schedule_free_adamw(
     _validation.check_beta("b2", b2)
     _validation.check_non_negative("eps", eps)
     _validation.check_non_negative("warmup_steps", warmup_steps)
-    _validation.check_non_negative("weight_decay", weight_decay)
+    _validation.check_non_negative("weight_decay", weight_decay, schedule_ok=True)
     _validation.check_choice("variant", variant, VARIANTS)
     schedule = _warmup(learning_rate, warmup_steps)
     if variant == "paper":
@@ -442,35 +453,28 @@ def schedule_free_adamw(
     return _schedule_free(base, schedule, b1, weight_lr_power, r, y_steps)
 
 
-def _find_state(opt_state: optax.OptState) -> ScheduleFreeState:
-    is_sf = lambda s: isinstance(s, ScheduleFreeState)  # noqa: E731
-    found = [s for s in jax.tree.leaves(opt_state, is_leaf=is_sf) if is_sf(s)]
-    if len(found) != 1:
-        what = "no ScheduleFreeState" if not found else f"{len(found)} ScheduleFreeStates"
-        raise ValueError(
-            f"schedule_free_eval_params needs exactly one schedule-free state inside opt_state, "
-            f"found {what}"
-        )
-    return found[0]
-
-
 def schedule_free_eval_params(opt_state: optax.OptState, params: optax.Params) -> optax.Params:
     r"""The evaluation point :math:`x = (y - (1 - \beta) z) / \beta` of a schedule-free run.
 
     Finds the `ScheduleFreeState` anywhere inside `opt_state` (``optax.chain``,
-    ``optax.masked``, ``optax.inject_hyperparams``, ``optax.MultiSteps``, ...). Leaves that
-    the schedule-free transform does not see (masked out) are returned as they are.
+    ``optax.masked``, ``optax.multi_transform``, ``optax.inject_hyperparams``,
+    ``optax.MultiSteps``, ``nnx.Optimizer``, ...). Leaves that no schedule-free transform acts
+    on (masked out, also by a prefix mask or prefix labels) are returned as they are. Several
+    schedule-free states may act on disjoint parts (one per ``multi_transform`` group).
+    `params` may be any tree with the keys of the params the optimizer was built on, e.g.
+    ``nnx.state(model, nnx.Param)`` for an ``nnx.Optimizer``'s ``opt_state``.
 
     Args:
-      opt_state: the optimizer state holding exactly one `ScheduleFreeState`.
+      opt_state: the optimizer state holding the `ScheduleFreeState` (or states).
       params: the params :math:`y` the training loop holds.
 
     Returns:
-      :math:`x`, shaped and typed like `params`.
+      :math:`x`, shaped and typed like `params` (with its node types, e.g. NNX variables).
 
     Raises:
-      ValueError: no or several schedule-free states, or :math:`\beta = 0` (then
-        :math:`y = z` and the average :math:`x` cannot be recovered).
+      ValueError: no schedule-free state, two acting on one leaf, params that do not match
+        the state, or :math:`\beta = 0` (then :math:`y = z` and the average :math:`x`
+        cannot be recovered).
 
     Example:
       >>> import jax.numpy as jnp, optax, optlib
@@ -482,22 +486,27 @@ def schedule_free_eval_params(opt_state: optax.OptState, params: optax.Params) -
       >>> optlib.schedule_free_eval_params(state, params)["w"].shape
       (3,)
     """
-    state = _find_state(opt_state)
-    b1 = _validation.concrete_scalar(state.b1)
-    if b1 is not None and b1 == 0:
-        raise ValueError(
-            "schedule_free_eval_params needs b1 > 0: with b1 = 0 the params are z and the "
-            "average x is not stored"
-        )
-    beta = state.b1
 
-    def x_of(y, z):
-        if isinstance(z, optax.MaskedNode):
-            return y  # masked out: schedule-free never moved this leaf
-        x = (y.astype(z.dtype) - (1 - beta.astype(z.dtype)) * z) / beta.astype(z.dtype)
-        return x.astype(y.dtype)
+    def x_of(state, y, z):
+        beta = _numerics.unwrap(state.b1)
+        b1 = _validation.concrete_scalar(beta)
+        if b1 is not None and b1 == 0:
+            raise ValueError(
+                "schedule_free_eval_params needs b1 > 0: with b1 = 0 the params are z and the "
+                "average x is not stored"
+            )
+        beta = beta.astype(z.dtype)
+        return ((y.astype(z.dtype) - (1 - beta) * z) / beta).astype(y.dtype)
 
-    return jax.tree.map(x_of, params, state.z)
+    return _numerics.merge_states_into_params(
+        opt_state,
+        params,
+        ScheduleFreeState,
+        lambda state: state.z,
+        x_of,
+        "schedule_free_eval_params",
+        "optlib.schedule_free*",
+    )
 
 
 def recompute_batch_stats(
@@ -544,21 +553,30 @@ def recompute_batch_stats(
       True
     """
 
-    def batch_statistics(params, batch):
-        def run(start):
-            _, updated = apply_fn(
-                {"params": params, "batch_stats": start},
-                batch,
-                mutable=["batch_stats"],
-                **{train_kwarg: True},
-            )
-            return updated["batch_stats"]
+    def run(params, start, batch):
+        _, updated = apply_fn(
+            {"params": params, "batch_stats": start},
+            batch,
+            mutable=["batch_stats"],
+            **{train_kwarg: True},
+        )
+        return updated["batch_stats"]
 
-        # A running statistic s is updated as m * s + (1 - m) * b with the batch statistic b
-        # and the layer's momentum m. Two runs, from s = 0 and s = 1, give (1 - m) b and
-        # m + (1 - m) b, hence m and b, without having to know each layer's momentum.
-        from_zero = run(jax.tree.map(jnp.zeros_like, batch_stats))
-        from_one = run(jax.tree.map(jnp.ones_like, batch_stats))
+    return _average_batch_statistics(run, params, batch_stats, batches, "recompute_batch_stats")
+
+
+def _average_batch_statistics(run, params, batch_stats, batches, name):
+    """The equal-weight average over `batches` of each running statistic's batch value.
+
+    `run(params, start, batch)` returns the running statistics after one training-mode pass
+    from `start`. A running statistic s is updated as m * s + (1 - m) * b with the batch
+    statistic b and the layer's momentum m. Two runs, from s = 0 and s = 1, give (1 - m) b
+    and m + (1 - m) b, hence m and b, without having to know each layer's momentum.
+    """
+
+    def batch_statistics(params, batch):
+        from_zero = run(params, jax.tree.map(jnp.zeros_like, batch_stats), batch)
+        from_one = run(params, jax.tree.map(jnp.ones_like, batch_stats), batch)
 
         def solve(r0, r1):
             keep = 1 - (r1 - r0)
@@ -574,5 +592,56 @@ def recompute_batch_stats(
         total = stats if total is None else jax.tree.map(jnp.add, total, stats)
         count += 1
     if count == 0:
-        raise ValueError("recompute_batch_stats needs at least one batch in batches")
+        raise ValueError(f"{name} needs at least one batch in batches")
     return jax.tree.map(lambda s: s / count, total)
+
+
+def recompute_batch_stats_nnx(model: Any, batches: Iterable[Any], params: Any = None) -> Any:
+    """`recompute_batch_stats` for a flax NNX model: its BatchNorm statistics at `params`.
+
+    Runs the model's ``nnx.BatchNorm`` layers in training mode (the rest of the model as it
+    is, e.g. dropout in eval mode) on each of `batches`, and sets every ``nnx.BatchStat`` of
+    `model` to the equal-weight average over batches of its batch statistic, as
+    `recompute_batch_stats` does for linen. With `params` (for example
+    ``optlib.schedule_free_eval_params(optimizer.opt_state, nnx.state(model, nnx.Param))``)
+    the statistics are those of a model with these params; the model's own params are not
+    changed. No gradients are taken.
+
+    Args:
+      model: an ``nnx.Module``; its ``BatchStat`` variables are updated in place.
+      batches: an iterable of model inputs (each passed as the single positional argument).
+      params: an ``nnx.State`` of the model's ``nnx.Param`` variables to collect the
+        statistics at; None: the model's own.
+
+    Returns:
+      The new ``nnx.State`` of the model's ``nnx.BatchStat`` variables.
+
+    Example:
+      >>> import jax.numpy as jnp, optlib
+      >>> from flax import nnx
+      >>> model = nnx.Sequential(nnx.Linear(3, 2, rngs=nnx.Rngs(0)),
+      ...                        nnx.BatchNorm(2, rngs=nnx.Rngs(0)))
+      >>> batches = [jnp.arange(12.0).reshape(4, 3), jnp.ones((4, 3))]
+      >>> stats = optlib.recompute_batch_stats_nnx(model, batches)
+      >>> bool(jnp.allclose(model.layers[1].mean[...], stats["layers"][1]["mean"][...]))
+      True
+    """
+    from flax import nnx  # noqa: PLC0415 - flax's NNX is only needed on this path
+
+    working = nnx.view(model, only=nnx.BatchNorm, use_running_average=False)
+    graphdef, own_params, batch_stats, rest = nnx.split(working, nnx.Param, nnx.BatchStat, ...)
+
+    def run(params, start, batch):
+        layer = nnx.merge(graphdef, params, start, rest)
+        layer(batch)
+        return nnx.state(layer, nnx.BatchStat)
+
+    stats = _average_batch_statistics(
+        run,
+        own_params if params is None else params,
+        batch_stats,
+        batches,
+        "recompute_batch_stats_nnx",
+    )
+    nnx.update(model, stats)
+    return stats

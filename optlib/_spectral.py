@@ -27,8 +27,6 @@ References:
   variance reduction", ICLR 2024 (arXiv 2310.13863); repository ronakdm/prospect.
 """
 
-from __future__ import annotations
-
 import math
 from typing import Any
 

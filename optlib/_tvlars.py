@@ -1,14 +1,13 @@
 """TVLARS: LARS with a time-varying trust-ratio factor instead of warm-up (Do et al., 2023)."""
 
-from __future__ import annotations
-
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
+from jax.typing import ArrayLike
 
-from optlib import _lars, _masks, _validation
+from optlib import _layerwise, _masks, _numerics, _validation
 
 # The public repository (KhoiDOO/tvlars, opt/tvlars.py) hard-codes these.
 REPO_ALPHA = 0.1
@@ -21,7 +20,13 @@ class ScaleByTvlarsState(NamedTuple):
     count: jax.Array  # int32 scalar
 
 
-def tvlars_factor(step, alpha: float, decay_rate: float, delay_steps: float, min_factor: float):
+def tvlars_factor(
+    step: ArrayLike,
+    alpha: ArrayLike,
+    decay_rate: ArrayLike,
+    delay_steps: ArrayLike,
+    min_factor: ArrayLike,
+) -> jax.Array:
     r"""The time-varying factor :math:`\phi(t) = 1/(\alpha + e^{\lambda (t - d_e)}) + \gamma_{min}`.
 
     `step` is the 1-based step number :math:`t` (the first update has t = 1), as in the
@@ -49,15 +54,15 @@ def _repo_scaled_coefficient(count, decay_rate, trust_coefficient):
 
 
 def scale_by_tvlars(
-    weight_decay: float = 5e-4,
-    trust_coefficient: float = 1e-3,
-    eps: float = 0.0,
-    alpha: float = REPO_ALPHA,
-    decay_rate: float = 1e-3,
-    delay_steps: float = 0.0,
-    min_factor: float = 0.0,
+    weight_decay: ArrayLike = 5e-4,
+    trust_coefficient: ArrayLike = 1e-3,
+    eps: ArrayLike = 0.0,
+    alpha: ArrayLike = REPO_ALPHA,
+    decay_rate: ArrayLike = 1e-3,
+    delay_steps: ArrayLike = 0.0,
+    min_factor: ArrayLike = 0.0,
     denominator: str = "paper",
-    norm_clip: float | None = None,
+    norm_clip: ArrayLike | None = None,
     repo_compat: bool = False,
     weight_decay_mask: _masks.PerLeafSpec = None,
     adaptation_mask: _masks.PerLeafSpec = None,
@@ -84,8 +89,11 @@ def scale_by_tvlars(
     values; the paper's recommended settings could not be checked (ALGORITHMS.md §3), so tune
     them for your run.
 
+
+    Complex params are supported as in `optlib.scale_by_lars`.
     Args:
-      weight_decay: coupled weight decay :math:`\beta`, >= 0.
+      weight_decay: coupled weight decay :math:`\beta`, >= 0, or a schedule of the step
+        count (0-based).
       trust_coefficient: :math:`\eta > 0`.
       eps: added to the denominator, >= 0.
       alpha: plateau parameter :math:`\alpha > 0`.
@@ -104,7 +112,7 @@ def scale_by_tvlars(
       Do et al., "Revisiting LARS for Large Batch Training Generalization of Neural
       Networks", arXiv:2309.14053, 2023.
     """
-    _lars.check_lars_args(weight_decay, trust_coefficient, eps, denominator)
+    _layerwise.check_lars_args(weight_decay, trust_coefficient, eps, denominator)
     _validation.check_range("alpha", alpha, 0.0, None, low_open=True)
     _validation.check_non_negative("decay_rate", decay_rate)
     _validation.check_non_negative("delay_steps", delay_steps)
@@ -129,13 +137,14 @@ def scale_by_tvlars(
         norm_clip = REPO_NORM_CLIP if norm_clip is None else norm_clip
 
     def init_fn(params):
-        _lars.resolve_lars_specs(weight_decay_mask, adaptation_mask, layer_axes, params)
+        _layerwise.resolve_lars_specs(weight_decay_mask, adaptation_mask, layer_axes, params)
         return ScaleByTvlarsState(count=jnp.zeros([], jnp.int32))
 
     def update_fn(updates, state, params=None):
-        if params is None:
-            raise ValueError("scale_by_tvlars needs the current params: call update(g, s, params)")
-        flags = _lars.resolve_lars_specs(weight_decay_mask, adaptation_mask, layer_axes, params)
+        _numerics.require_params(params, "scale_by_tvlars")
+        flags = _layerwise.resolve_lars_specs(
+            weight_decay_mask, adaptation_mask, layer_axes, params
+        )
         count = optax.safe_increment(state.count)
         if repo_compat:
             # The repository evaluates the factor, and its product with eta, in float32
@@ -144,46 +153,40 @@ def scale_by_tvlars(
         else:
             factor = tvlars_factor(count, alpha, decay_rate, delay_steps, min_factor)
             scaled_coefficient = trust_coefficient * factor
-        treedef = jax.tree.structure(params)
-        out = [
-            _lars.lars_direction(
-                g,
-                w,
-                weight_decay=weight_decay,
-                trust_coefficient=scaled_coefficient,
-                eps=eps,
-                denominator=denominator,
-                decay=decay,
-                adapt=adapt,
-                num_layer_axes=num_axes,
-                norm_clip=norm_clip,
-            ).astype(g.dtype)
-            for g, w, decay, adapt, num_axes in zip(
-                treedef.flatten_up_to(updates), jax.tree.leaves(params), *flags, strict=True
-            )
-        ]
-        return treedef.unflatten(out), ScaleByTvlarsState(count)
+        out = _layerwise.lars_updates(
+            updates,
+            params,
+            flags,
+            weight_decay=_numerics.value_at(weight_decay, state.count),
+            trust_coefficient=scaled_coefficient,
+            eps=eps,
+            denominator=denominator,
+            norm_clip=norm_clip,
+        )
+        return out, ScaleByTvlarsState(count)
 
     return optax.GradientTransformation(init_fn, update_fn)
 
 
 def tvlars(
     learning_rate: optax.ScalarOrSchedule,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
-    trust_coefficient: float = 1e-3,
-    eps: float = 0.0,
-    alpha: float = REPO_ALPHA,
-    decay_rate: float = 1e-3,
-    delay_steps: float = 0.0,
-    min_factor: float = 0.0,
+    *,
+    momentum: ArrayLike = 0.9,
+    weight_decay: ArrayLike = 5e-4,
+    trust_coefficient: ArrayLike = 1e-3,
+    eps: ArrayLike = 0.0,
+    alpha: ArrayLike = REPO_ALPHA,
+    decay_rate: ArrayLike = 1e-3,
+    delay_steps: ArrayLike = 0.0,
+    min_factor: ArrayLike = 0.0,
     nesterov: bool = False,
     denominator: str = "paper",
-    norm_clip: float | None = None,
+    norm_clip: ArrayLike | None = None,
     repo_compat: bool = False,
     weight_decay_mask: _masks.PerLeafSpec = None,
     adaptation_mask: _masks.PerLeafSpec = None,
     layer_axes: _masks.PerLeafSpec = None,
+    moment_dtype: Any = None,
 ) -> optax.GradientTransformation:
     r"""TVLARS: LARS momentum SGD whose trust ratio is scaled by a decaying factor.
 
@@ -194,7 +197,8 @@ def tvlars(
       learning_rate: a float >= 0 or a schedule (the target rate :math:`\gamma`).
       momentum: momentum :math:`m` in [0, 1).
       nesterov: use Nesterov momentum.
-      Other arguments: see `scale_by_tvlars`.
+      moment_dtype: dtype of the momentum buffer (see `optlib.lars`).
+      Other arguments: see `scale_by_tvlars` (`weight_decay` may be a schedule of the step).
 
     Example:
       >>> import jax, jax.numpy as jnp, optax, optlib
@@ -209,6 +213,7 @@ def tvlars(
     """
     _validation.check_learning_rate(learning_rate)
     _validation.check_beta("momentum", momentum)
+    _validation.check_float_dtype("moment_dtype", moment_dtype)
     return optax.chain(
         scale_by_tvlars(
             weight_decay=weight_decay,
@@ -226,5 +231,5 @@ def tvlars(
             layer_axes=layer_axes,
         ),
         optax.scale_by_learning_rate(learning_rate),
-        optax.trace(decay=momentum, nesterov=nesterov),
+        _layerwise.momentum(momentum, nesterov, moment_dtype),
     )

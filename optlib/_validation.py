@@ -8,8 +8,6 @@ Values that are traced (for example hyper-parameters injected by `optax.inject_h
 and read inside `jax.jit`) cannot be inspected and are accepted as they are.
 """
 
-from __future__ import annotations
-
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -31,6 +29,12 @@ def concrete_scalar(value: Any) -> float | None:
     if array.shape != () or not np.issubdtype(array.dtype, np.number):
         return None
     return float(array)
+
+
+def is_zero(value: Any) -> bool:
+    """True only for a concrete 0 (a traced value, e.g. from inject_hyperparams, is not)."""
+    number = concrete_scalar(value)
+    return number is not None and number == 0.0
 
 
 def check_learning_rate(learning_rate: Any, name: str = "learning_rate") -> None:
@@ -81,8 +85,23 @@ def check_beta(name: str, value: Any) -> None:
     check_range(name, value, 0.0, 1.0, high_open=True)
 
 
-def check_non_negative(name: str, value: Any) -> None:
+def check_non_negative(name: str, value: Any, *, schedule_ok: bool = False) -> None:
+    """A finite number >= 0 (or, with `schedule_ok`, a schedule: a callable of the step)."""
+    if schedule_ok and callable(value):
+        return
     check_range(name, value, 0.0, None)
+
+
+def check_float_dtype(name: str, value: Any) -> None:
+    """None or a floating-point dtype (float16 up to float64)."""
+    if value is None:
+        return
+    try:
+        dtype = np.dtype(jax.dtypes.canonicalize_dtype(value))
+    except TypeError:
+        dtype = None
+    if dtype is None or not jax.numpy.issubdtype(dtype, jax.numpy.floating):
+        raise ValueError(f"{name} must be None or a floating-point dtype, got {value!r}")
 
 
 def check_choice(name: str, value: Any, choices: Iterable[str]) -> None:

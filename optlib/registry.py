@@ -46,8 +46,7 @@ def _no_eval_params(opt_state: Any, params: Any) -> Any:
 
 
 def _average_of(opt_state: Any, params: Any) -> Any:
-    del params
-    return optlib.averaged_params(opt_state)
+    return optlib.averaged_params(opt_state, params)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -314,8 +314,9 @@ def test_averaged_params_found_inside_combinators():
         for _ in range(2):
             updates, state = opt.update(grads, state, p)
             p = optax.apply_updates(p, updates)
-        avg = optlib.averaged_params(state)
-        assert avg["w"].shape == (2,), name
+        # With the params, the result is shaped like them also under optax.masked.
+        avg = optlib.averaged_params(state, p)
+        assert jax.tree.structure(avg) == jax.tree.structure(params), name
         assert bool(jnp.all(avg["w"] < params["w"])), name  # moved along -grad
 
 
@@ -434,3 +435,44 @@ def test_momo_adam_preconditioner_tracks_adams_second_moment():
         state = step(state, g)
         v = b2 * v + (1 - b2) * g * g
     np.testing.assert_allclose(state.precond, eps + np.sqrt(v / (1 - b2**300)), rtol=1e-6)
+
+
+def test_averaged_params_under_a_prefix_mask_takes_the_params():
+    params = {"enc": {"w": jnp.ones(3), "b": jnp.zeros(1)}, "head": jnp.ones(2)}
+    grads = jax.tree.map(jnp.ones_like, params)
+    opt = optax.masked(optlib.with_averaging(optax.sgd(0.1)), {"enc": False, "head": True})
+    state, p = opt.init(params), params
+    for _ in range(2):
+        updates, state = opt.update(grads, state, p)
+        p = optax.apply_updates(p, updates)
+    with pytest.raises(ValueError, match="pass the params"):
+        optlib.averaged_params(state)
+    avg = optlib.averaged_params(state, p)
+    assert jax.tree.structure(avg) == jax.tree.structure(p)
+    jax.tree.map(np.testing.assert_array_equal, avg["enc"], p["enc"])
+    alone = optlib.with_averaging(optax.sgd(0.1))
+    state_alone, q = alone.init({"head": params["head"]}), {"head": params["head"]}
+    for _ in range(2):
+        updates, state_alone = alone.update({"head": grads["head"]}, state_alone, q)
+        q = optax.apply_updates(q, updates)
+    np.testing.assert_allclose(avg["head"], optlib.averaged_params(state_alone)["head"])
+    assert not np.allclose(avg["head"], p["head"])
+
+
+def test_dog_weight_decay_mask():
+    params = {"a": jnp.array([1.0, -2.0]), "b": jnp.array([0.5, 3.0, -1.0])}
+    grads = {"a": jnp.array([0.3, 0.1]), "b": jnp.array([-0.2, 0.4, 0.1])}
+
+    def first_update(opt):
+        updates, _ = opt.update(grads, opt.init(params), params)
+        return updates
+
+    # L-DoG's leaves are independent: a leaf outside the mask moves as without decay.
+    masked = first_update(optlib.ldog(weight_decay=0.1, weight_decay_mask={"a": True, "b": False}))
+    decayed = first_update(optlib.ldog(weight_decay=0.1))
+    plain = first_update(optlib.ldog())
+    np.testing.assert_allclose(masked["a"], decayed["a"], rtol=1e-6)
+    np.testing.assert_allclose(masked["b"], plain["b"], rtol=1e-6)
+    assert not np.allclose(masked["a"], plain["a"])
+    with pytest.raises(ValueError, match="weight_decay_mask"):
+        optlib.dog(weight_decay_mask={"a": True}).init({"x": params})

@@ -224,3 +224,99 @@ def test_mask_called_as_a_schedule_is_an_error():
     opt = optax.inject_hyperparams(optlib.lamb)(1e-2, weight_decay_mask=optlib.masks.exclude_1d)
     with pytest.raises(ValueError, match="static_args"):
         opt.init(PARAMS)
+
+
+# --- issue 17: masks, moment precision, names, documented surprises -------------------------
+
+
+def test_mask_function_called_with_the_step_count_is_an_error():
+    # inject_hyperparams calls callables without static_args as schedules of the count.
+    mask = lambda p: jax.tree.map(lambda x: x.ndim > 1, p)  # noqa: E731
+    for factory, name in ((optlib.lamb, "weight_decay_mask"), (optlib.lars, "adaptation_mask")):
+        injected = optax.inject_hyperparams(factory)(learning_rate=0.1, **{name: mask})
+        with pytest.raises(ValueError, match="static_args"):
+            injected.init(PARAMS)
+        fixed = optax.inject_hyperparams(factory, static_args=(name,))(
+            learning_rate=0.1, **{name: mask}
+        )
+        fixed.update(GRADS, fixed.init(PARAMS), PARAMS)
+
+
+def test_numpy_and_jax_bool_mask_leaves():
+    as_python = jax.tree.map(lambda x: x.ndim > 1, PARAMS)
+    expected = one_step(optlib.lamb(0.01, weight_decay=0.1, weight_decay_mask=as_python))
+    for convert in (np.bool_, jnp.bool_, lambda b: jnp.asarray(b)):
+        mask = jax.tree.map(convert, as_python)
+        got = one_step(optlib.lamb(0.01, weight_decay=0.1, weight_decay_mask=mask))
+        jax.tree.map(np.testing.assert_array_equal, got, expected)
+    with pytest.raises(ValueError, match="bools"):
+        optlib.lamb(0.01, weight_decay_mask=jax.tree.map(lambda _: 1, PARAMS)).init(PARAMS)
+
+
+@pytest.mark.parametrize("factory", [optlib.lamb, optlib.lars, optlib.tvlars])
+def test_low_precision_params_keep_float32_moments(factory):
+    params = jax.tree.map(lambda x: x.astype(jnp.bfloat16), PARAMS)
+    grads = jax.tree.map(lambda x: x.astype(jnp.bfloat16), GRADS)
+    opt = factory(0.01, weight_decay=0.01)
+    state = opt.init(params)
+    updates, state = opt.update(grads, state, params)
+    moments = [x for x in jax.tree.leaves(state) if x.ndim > 0]
+    assert moments and all(x.dtype == jnp.float32 for x in moments)
+    assert all(u.dtype == jnp.bfloat16 for u in jax.tree.leaves(updates))
+    narrow = factory(0.01, weight_decay=0.01, moment_dtype=jnp.bfloat16)
+    assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(narrow.init(params)) if x.ndim)
+    with pytest.raises(ValueError, match="moment_dtype"):
+        factory(0.01, moment_dtype=jnp.int32)
+
+
+def test_lamb_second_moment_keeps_decaying_for_bfloat16():
+    # beta2 * v rounds back to v in bfloat16 (1 - 1e-3 is below its resolution near 1).
+    params = {"w": jnp.ones((4, 4), jnp.bfloat16)}
+    grads = {"w": jnp.full((4, 4), 2.0, jnp.bfloat16)}
+    zeros = jax.tree.map(jnp.zeros_like, grads)
+
+    def nu_after(opt, steps=50):
+        state = opt.init(params)
+        _, state = opt.update(grads, state, params)
+        first = state[0].nu["w"][0, 0].astype(jnp.float32)
+        for _ in range(steps):
+            _, state = opt.update(zeros, state, params)
+        return float(state[0].nu["w"][0, 0].astype(jnp.float32) / first)
+
+    np.testing.assert_allclose(nu_after(optlib.lamb(0.01)), 0.999**50, rtol=1e-5)
+    assert nu_after(optlib.lamb(0.01, moment_dtype=jnp.bfloat16)) == 1.0  # stalled
+
+
+def test_arguments_after_the_rate_are_keyword_only():
+    # optax.lars(lr, weight_decay, ...) and optlib's order differ: a positional call written
+    # for optax must fail, not silently set the momentum to the weight decay.
+    for factory in (optlib.lars, optlib.lamb, optlib.tvlars, optlib.dog, optlib.ldog):
+        with pytest.raises(TypeError):
+            factory(0.1, 1e-4)
+    for factory in (optlib.schedule_free_sgd, optlib.schedule_free_adamw):
+        with pytest.raises(TypeError):
+            factory(0.1, 100)  # optax: warmup_steps second; optlib: b1
+
+
+def test_lars_keeps_moving_at_learning_rate_zero():
+    # Documented: the rate sits inside the momentum, so a rate of 0 does not freeze LARS.
+    schedule = lambda count: jnp.where(count < 3, 0.1, 0.0)  # noqa: E731
+    opt = optlib.lars(schedule, momentum=0.9, trust_coefficient=1.0)
+    params, state = PARAMS, opt.init(PARAMS)
+    for _ in range(3):
+        updates, state = opt.update(GRADS, state, params)
+        params = optax.apply_updates(params, updates)
+    before = state[2].trace  # the momentum buffer (an optax.TraceState in the chain)
+    updates, state = opt.update(GRADS, state, params)  # rate 0 from here
+    jax.tree.map(lambda u, v: np.testing.assert_allclose(u, 0.9 * v, rtol=1e-6), updates, before)
+    assert all(float(jnp.max(jnp.abs(u))) > 0 for u in jax.tree.leaves(updates))
+
+
+def test_lamb_with_weight_decay_moves_with_zero_gradients():
+    # Documented: r = lambda w, ratio 1 / lambda, so the step is -lr * w whatever lambda is.
+    zeros = jax.tree.map(jnp.zeros_like, GRADS)
+    for wd in (1e-4, 0.1):
+        updates = one_step(optlib.lamb(0.01, weight_decay=wd), grads=zeros)
+        jax.tree.map(
+            lambda u, w: np.testing.assert_allclose(u, -0.01 * w, rtol=1e-5), updates, PARAMS
+        )

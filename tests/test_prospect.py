@@ -228,3 +228,11 @@ def test_bad_input_raises():
     state = lin.init(w, losses=jnp.zeros(4), grads=jnp.zeros(4), features=jnp.zeros((4, 2)))
     with pytest.raises(ValueError, match="features"):
         lin.update(jnp.float32(1.0), state, w, index=0, loss=1.0)
+
+
+def test_complex_params_are_a_clear_error_at_init():
+    opt = optlib.prospect(0.1, optlib.spectral.cvar(3, 0.5))
+    params = {"w": jnp.zeros(2), "z": jnp.zeros(2, jnp.complex64)}
+    grads = jax.tree.map(lambda p: jnp.zeros((3, *p.shape), p.dtype), params)
+    with pytest.raises(ValueError, match=r"complex.*params\['z'\] is complex64"):
+        opt.init(params, losses=jnp.zeros(3), grads=grads)

@@ -343,3 +343,84 @@ def test_matches_optax_contrib_sam_in_opaque_mode():
         p2 = optax.apply_updates(p2, u2)
     for k in p1:
         np.testing.assert_allclose(p1[k], p2[k], rtol=1e-5, atol=1e-6)
+
+
+def test_complex_params_perturb_like_their_real_pair():
+    # A real loss of complex z = x + iy is a loss of the real pair (x, y). SAM on z must
+    # perturb and differentiate exactly as SAM on (x, y): jax.grad returns dx - i dy for z.
+    a = jnp.array([1.0, 3.0, 0.5])
+
+    def loss_c(z):
+        return jnp.sum(a * jnp.abs(z - (0.5 - 1.0j)) ** 4)
+
+    def loss_r(p):
+        return loss_c(p["x"] + 1j * p["y"])
+
+    z = jnp.array([1.0 + 0.5j, -0.3 + 0.1j, 2.0 - 1.0j], jnp.complex64)
+    value_c, g_c = optlib.sam_value_and_grad(loss_c, rho=0.3)(z)
+    value_r, g_r = optlib.sam_value_and_grad(loss_r, rho=0.3)({"x": z.real, "y": z.imag})
+    np.testing.assert_allclose(value_c, value_r, rtol=1e-6)
+    np.testing.assert_allclose(g_c, g_r["x"] - 1j * g_r["y"], rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def m_sharpness_reference():
+    """m-sharpness of the unsharded batch, per group size (the loop above checks it)."""
+    params, batch = regression_problem(n=16)
+    return {
+        m: jax.jit(optlib.sam_value_and_grad(regression_loss, rho=0.2, group_size=m))(params, batch)
+        for m in (1, 2, 4, 8, 16)
+    }
+
+
+@pytest.mark.parametrize("group_size", [1, 2, 4, 8, 16])
+@pytest.mark.parametrize(
+    "axis_type", [jax.sharding.AxisType.Auto, jax.sharding.AxisType.Explicit], ids=str
+)
+def test_m_sharpness_on_auto_and_explicit_meshes(axis_type, group_size, m_sharpness_reference):
+    # jax.make_mesh's default is Explicit; with 2 examples per device, group sizes above 2
+    # make each group span several devices' shards (the reshape then needs its sharding).
+    mesh = jax.make_mesh((8,), ("data",), axis_types=(axis_type,))
+    params, batch = regression_problem(n=16)
+    with jax.set_mesh(mesh):
+        sharded = jax.device_put(batch, NamedSharding(mesh, P("data")))
+        replicated = jax.device_put(params, NamedSharding(mesh, P()))
+        fn = jax.jit(optlib.sam_value_and_grad(regression_loss, rho=0.2, group_size=group_size))
+        loss, g = fn(replicated, sharded)
+        jax.block_until_ready(g)
+    expected_loss, expected_g = m_sharpness_reference[group_size]
+    np.testing.assert_allclose(loss, expected_loss, rtol=1e-6)
+    for k in expected_g:
+        np.testing.assert_allclose(g[k], expected_g[k], rtol=1e-5, atol=1e-6)
+
+
+def test_clipping_goes_inside_the_base():
+    # The documented recipe: a clip inside the base clips the gradient SAM steps with. (A clip
+    # before sam in optax.chain only rescales the gradient at w, whose direction is all SAM
+    # uses.)
+    loss = lambda w: jnp.sum((w - 3.0) ** 2)  # noqa: E731
+    params = jnp.array([0.0, 1.0])
+    clip = 0.5
+    opt = optlib.sam(optax.chain(optax.clip_by_global_norm(clip), optax.sgd(1.0)), rho=0.1)
+    state = opt.init(params)
+    updates, _ = opt.update(jax.grad(loss)(params), state, params, grad_fn=jax.grad(loss))
+    np.testing.assert_allclose(float(jnp.linalg.norm(updates)), clip, rtol=1e-6)
+    g = jax.grad(loss)(params)
+    g_sam = jax.grad(loss)(params + 0.1 * g / jnp.linalg.norm(g))
+    np.testing.assert_allclose(updates, -clip * g_sam / jnp.linalg.norm(g_sam), rtol=1e-6)
+
+
+def test_rho_schedule_in_the_transform():
+    loss = lambda w: jnp.sum(w**4)  # noqa: E731
+    params = jnp.array([1.0, -2.0])
+    opt = optlib.sam(optax.sgd(0.01), rho=lambda count: 0.1 * (count + 1))
+    state = opt.init(params)
+    for step in range(3):
+        updates, state = opt.update(jax.grad(loss)(params), state, params, grad_fn=jax.grad(loss))
+        g = jax.grad(loss)(params)
+        rho = 0.1 * (step + 1)
+        expected = -0.01 * jax.grad(loss)(params + rho * g / jnp.linalg.norm(g))
+        np.testing.assert_allclose(updates, expected, rtol=1e-5)
+        params = optax.apply_updates(params, updates)
+    with pytest.raises(ValueError, match="rho=schedule"):
+        optlib.sam_value_and_grad(loss, rho=lambda c: 0.1)(params)

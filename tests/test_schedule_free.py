@@ -340,3 +340,106 @@ def test_recompute_batch_stats_at_the_eval_point():
     assert not np.allclose(stats["BatchNorm_0"]["mean"], bn["mean"], rtol=1e-3)
     with pytest.raises(ValueError, match="batches"):
         optlib.recompute_batch_stats(net.apply, x_params, stats, [])
+
+
+NESTED = {
+    "enc": {"w": jnp.array([1.0, -2.0, 0.5]), "b": jnp.array([0.3])},
+    "head": jnp.array([0.5, 2.0]),
+}
+
+
+@pytest.mark.parametrize(
+    "make, alone",
+    [
+        (
+            lambda: optax.masked(optlib.schedule_free_adamw(0.1), {"enc": False, "head": True}),
+            lambda: optlib.schedule_free_adamw(0.1),
+        ),
+        (
+            lambda: optax.multi_transform(
+                {"sf": optlib.schedule_free_sgd(0.1), "sgd": optax.sgd(0.1)},
+                {"enc": "sgd", "head": "sf"},
+            ),
+            lambda: optlib.schedule_free_sgd(0.1),
+        ),
+    ],
+    ids=["masked_prefix", "multi_transform_prefix_labels"],
+)
+def test_eval_params_under_prefix_masks(make, alone):
+    # optax puts one MaskedNode in place of the whole "enc" subtree.
+    params, state = _train(make(), NESTED)
+    x = optlib.schedule_free_eval_params(state, params)
+    assert jax.tree.structure(x) == jax.tree.structure(params)
+    jax.tree.map(np.testing.assert_array_equal, x["enc"], params["enc"])  # not acted on
+    # The loss is separable, so "head" moves as it would alone.
+    head_params, head_state = _train(alone(), {"head": NESTED["head"]})
+    expected = optlib.schedule_free_eval_params(head_state, head_params)["head"]
+    np.testing.assert_allclose(x["head"], expected, rtol=1e-6)
+    assert not np.allclose(x["head"], params["head"])
+
+
+def test_eval_params_of_two_schedule_free_groups():
+    opt = optax.multi_transform(
+        {"a": optlib.schedule_free_sgd(0.1, b1=0.9), "b": optlib.schedule_free_adamw(0.05, b1=0.5)},
+        {"enc": "a", "head": "b"},
+    )
+    params, state = _train(opt, NESTED)
+    x = optlib.schedule_free_eval_params(state, params)
+    enc_params, enc_state = _train(optlib.schedule_free_sgd(0.1, b1=0.9), {"enc": NESTED["enc"]})
+    head_params, head_state = _train(
+        optlib.schedule_free_adamw(0.05, b1=0.5), {"head": NESTED["head"]}
+    )
+    expected = {
+        **optlib.schedule_free_eval_params(enc_state, enc_params),
+        **optlib.schedule_free_eval_params(head_state, head_params),
+    }
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), x, expected)
+
+
+def test_eval_params_with_nnx_state():
+    from flax import nnx
+
+    model = nnx.Sequential(nnx.Linear(3, 4, rngs=nnx.Rngs(0)), nnx.Linear(4, 1, rngs=nnx.Rngs(1)))
+    optimizer = nnx.Optimizer(model, optlib.schedule_free_adamw(0.05), wrt=nnx.Param)
+    x_in = jnp.linspace(-1.0, 1.0, 12).reshape(4, 3)
+
+    def loss(model):
+        return jnp.mean(model(x_in) ** 2)
+
+    for _ in range(3):
+        optimizer.update(model, nnx.grad(loss)(model))
+    params = nnx.state(model, nnx.Param)
+    x = optlib.schedule_free_eval_params(optimizer.opt_state, params)
+    assert jax.tree.structure(x) == jax.tree.structure(params)  # Param variables, like params
+    # The same numbers as from plain arrays.
+    plain = jax.tree.map(lambda v: v, nnx.to_pure_dict(params))
+    z = nnx.to_pure_dict(optimizer.opt_state.z)
+    b1 = float(optimizer.opt_state.b1[...])
+    expected = jax.tree.map(lambda y, z: (y - (1 - b1) * z) / b1, plain, z)
+    got = nnx.to_pure_dict(x)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), got, expected)
+
+
+def test_recompute_batch_stats_nnx_at_the_eval_point():
+    from flax import nnx
+
+    model = nnx.Sequential(nnx.Linear(3, 4, rngs=nnx.Rngs(0)), nnx.BatchNorm(4, rngs=nnx.Rngs(0)))
+    optimizer = nnx.Optimizer(model, optlib.schedule_free_adamw(0.05), wrt=nnx.Param)
+    xs = jax.random.normal(jax.random.PRNGKey(0), (5, 8, 3))
+
+    def loss(model, x):
+        return jnp.mean(model(x) ** 2)
+
+    for i in range(5):
+        optimizer.update(model, nnx.grad(loss)(model, xs[i]))
+    trained_mean = model.layers[1].mean[...]
+    own_kernel = model.layers[0].kernel[...]
+    x_params = optlib.schedule_free_eval_params(optimizer.opt_state, nnx.state(model, nnx.Param))
+    stats = optlib.recompute_batch_stats_nnx(model, list(xs[:3]), x_params)
+    dense = nnx.to_pure_dict(x_params)["layers"][0]
+    h = jnp.einsum("bnd,df->bnf", xs[:3], dense["kernel"]) + dense["bias"]
+    np.testing.assert_allclose(model.layers[1].mean[...], h.mean(1).mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.layers[1].var[...], h.var(1).mean(0), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(stats["layers"][1]["mean"][...], h.mean(1).mean(0), rtol=1e-5)
+    assert not np.allclose(trained_mean, model.layers[1].mean[...], rtol=1e-3)
+    np.testing.assert_array_equal(model.layers[0].kernel[...], own_kernel)  # params untouched
