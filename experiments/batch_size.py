@@ -128,9 +128,10 @@ def run_one(study, name: str, batch_size: int, lr: float, workdir: pathlib.Path)
     """Trains (or reuses) one run; returns its row: optimizer, B, lr, S, E, noise scale."""
     result_path = workdir / RESULT_FILE
     config = run_config(study, name, batch_size, lr)
+    as_json = json.loads(json.dumps(config.to_dict()))
     if result_path.exists():
         row = json.loads(result_path.read_text())
-        if row.get("config") == config.to_dict():
+        if row.get("config") == as_json:
             return row
     try:
         summary = train.train(config, workdir, stop_at_target=True)
@@ -149,10 +150,10 @@ def run_one(study, name: str, batch_size: int, lr: float, workdir: pathlib.Path)
         "noise_scale": None if steps is None else noise_scale_at(records, steps),
         "final_eval": summary["eval"],
         "diverged": "error" in summary,
-        "config": config.to_dict(),
+        "config": as_json,
     }
     result_path.write_text(json.dumps(row, indent=1) + "\n")
-    return row
+    return json.loads(result_path.read_text())  # as a reused run returns it
 
 
 def run_study(
