@@ -40,17 +40,17 @@ def get_config() -> ml_collections.ConfigDict:
     study.reference_batch = 128
     study.rule = "tuned"  # "linear", "sqrt", or "tuned": the sqrt rule times each of `grid`
     study.grid = [0.5, 1.0, 2.0]
-    study.max_examples = 400_000
-    study.max_steps = 3_000
+    study.max_examples = 200_000
+    study.max_steps = 2_000
     study.warmup_examples = 2_048
     study.eval_examples = 2_048  # evaluate every max(1, eval_examples // B) steps
     # Per optimizer: the learning rate at `reference_batch` and the optimizer's kwargs.
     study.optimizers = ml_collections.ConfigDict(
         {
-            "adamw": {"lr": 1e-2, "warmup": True, "kwargs": {"weight_decay": 0.0}},
+            "adamw": {"lr": 3e-2, "warmup": True, "kwargs": {"weight_decay": 0.0}},
             "sgd_momentum": {"lr": 0.1, "warmup": True, "kwargs": {"momentum": 0.9}},
-            "lars": {"lr": 1.0, "warmup": True, "kwargs": {"weight_decay": 0.0}},
-            "tvlars": {"lr": 1.0, "warmup": False, "kwargs": {"weight_decay": 0.0}},
+            "lars": {"lr": 10.0, "warmup": True, "kwargs": {"weight_decay": 0.0}},
+            "tvlars": {"lr": 10.0, "warmup": False, "kwargs": {"weight_decay": 0.0}},
             "lamb": {"lr": 1e-2, "warmup": True, "kwargs": {"weight_decay": 0.0}},
         }
     )
