@@ -109,6 +109,11 @@ class _NoProgress:
         pass
 
 
+# The fields of a train record that measure wall-clock time: they differ between two runs that
+# are otherwise bit-identical (a resumed run and an uninterrupted one).
+TIMING_KEYS = ("seconds", "examples_per_second", "tokens_per_second", "mfu")
+
+
 class Throughput:
     """Examples/s, tokens/s and model FLOPs utilisation over the steps since the last record.
 

@@ -6,7 +6,9 @@ Each argument is a workdir; a WSD main branch's decayed branches (`<dir>/branche
 included with it. Writes `report.md` (one row per run: steps, examples seen, final eval
 metrics, whether the workload's target was reached) and `loss.png` (train and eval loss
 against steps and against examples seen) and `lr.png` (the learning rate applied) to `--out`.
-A branch's curves start at its fork point; the main branch is drawn dashed.
+A branch's curves start at its fork point; the main branch is drawn dashed. Runs with probes
+(`config.probes`) add `noise_scale.png` (B_simple and its terms), `sharpness.png` (next to
+its stability threshold) and `layer_ratios.png` (per-layer |update| / |param|).
 
 A sweep directory (`experiments.sweep`, with `sweep.json`) gets its own section: a table of
 the final eval metrics per configuration with mean and spread (sample standard deviation)
@@ -102,16 +104,38 @@ def _fmt(value) -> str:
 
 
 def figures(runs: list[dict], out: pathlib.Path) -> list[pathlib.Path]:
+    """Every figure that the runs have data for; each is one small function below."""
     import matplotlib
 
     matplotlib.use("Agg")
+    makers = (loss_figure, lr_figure, noise_scale_figure, sharpness_figure, layer_ratio_figure)
+    paths = [make(runs, out) for make in makers]
+    return [p for p in paths if p is not None]
+
+
+def _save(fig, path: pathlib.Path) -> pathlib.Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _series(records: list[dict], key: str) -> tuple[list, list]:
+    """(steps, values) of the records that hold `key`."""
+    kept = [r for r in records if key in r]
+    return [r["step"] for r in kept], [r[key] for r in kept]
+
+
+def loss_figure(runs: list[dict], out: pathlib.Path) -> pathlib.Path:
+    """Eval loss against steps and against examples seen; main WSD branches dashed."""
     import matplotlib.pyplot as plt
 
     fig, (by_step, by_examples) = plt.subplots(1, 2, figsize=(12, 4.5))
     for run in runs:
         style = "--" if run["workdir"].joinpath("branches").is_dir() else "-"
-        steps = [r["step"] for r in run["eval"]]
-        losses = [r["eval_loss"] for r in run["eval"]]
+        steps, losses = _series(run["eval"], "eval_loss")
         examples_per_step = run["examples"] / max(run["steps"], 1)
         (line,) = by_step.plot(steps, losses, style, label=run["name"], marker=".")
         by_examples.plot(
@@ -122,25 +146,96 @@ def figures(runs: list[dict], out: pathlib.Path) -> list[pathlib.Path]:
         axis.set_ylabel("eval loss")
         axis.grid(alpha=0.3)
     by_step.legend(fontsize=7)
-    fig.tight_layout()
-    loss_path = out / "loss.png"
-    fig.savefig(loss_path, dpi=120)
-    plt.close(fig)
+    return _save(fig, out / "loss.png")
+
+
+def lr_figure(runs: list[dict], out: pathlib.Path) -> pathlib.Path:
+    """The learning rate each run applied."""
+    import matplotlib.pyplot as plt
 
     fig, axis = plt.subplots(figsize=(6, 4))
     for run in runs:
-        axis.plot(
-            [r["step"] for r in run["train"]], [r["lr"] for r in run["train"]], label=run["name"]
-        )
+        axis.plot(*_series(run["train"], "lr"), label=run["name"])
     axis.set_xlabel("step")
     axis.set_ylabel("learning rate")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7)
-    fig.tight_layout()
-    lr_path = out / "lr.png"
-    fig.savefig(lr_path, dpi=120)
-    plt.close(fig)
-    return [loss_path, lr_path]
+    return _save(fig, out / "lr.png")
+
+
+def noise_scale_figure(runs: list[dict], out: pathlib.Path) -> pathlib.Path | None:
+    """B_simple = tr(Sigma) / |G|^2 and its two averaged terms over training."""
+    import matplotlib.pyplot as plt
+
+    measured = [run for run in runs if any("noise_scale" in r for r in run["train"])]
+    if not measured:
+        return None
+    keys = (
+        ("noise_scale", "noise scale B_simple"),
+        ("g2", "|G|^2 (EMA)"),
+        ("trace_sigma", "tr Sigma (EMA)"),
+    )
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for axis, (key, label) in zip(axes, keys, strict=True):
+        for run in measured:
+            steps, values = _series(run["train"], key)
+            axis.plot(steps, values, label=run["name"])
+        axis.set_yscale("log")  # early estimates can be negative: not drawn
+        axis.set_xlabel("step")
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3, which="both")
+    axes[0].legend(fontsize=7)
+    return _save(fig, out / "noise_scale.png")
+
+
+def sharpness_figure(runs: list[dict], out: pathlib.Path) -> pathlib.Path | None:
+    """The sharpness (solid) next to its stability threshold (dotted): 2/lr for gradient
+    descent, and the preconditioned pair where the optimizer has a second moment."""
+    import matplotlib.pyplot as plt
+
+    measured = [run for run in runs if any("sharpness" in r for r in run["train"])]
+    if not measured:
+        return None
+    panels = [("sharpness", "sharpness (top Hessian eigenvalue)")]
+    if any("preconditioned_sharpness" in r for run in measured for r in run["train"]):
+        panels.append(("preconditioned_sharpness", "preconditioned sharpness (P^-1 H)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False)
+    for axis, (key, label) in zip(axes[0], panels, strict=True):
+        for run in measured:
+            (line,) = axis.plot(*_series(run["train"], key), ".-", label=run["name"])
+            steps, threshold = _series(run["train"], f"{key}_threshold")
+            axis.plot(steps, threshold, ":", color=line.get_color())
+        axis.set_yscale("log")
+        axis.set_xlabel("step")
+        axis.set_ylabel(f"{label}; dotted: threshold")
+        axis.grid(alpha=0.3, which="both")
+        axis.legend(fontsize=7)
+    return _save(fig, out / "sharpness.png")
+
+
+def layer_ratio_figure(runs: list[dict], out: pathlib.Path) -> pathlib.Path | None:
+    """Per-layer |update| / |param| over training, one panel per run (at most six)."""
+    import matplotlib.pyplot as plt
+
+    from experiments.train import RATIO_PREFIX
+
+    measured = [
+        run for run in runs if any(k.startswith(RATIO_PREFIX) for r in run["train"] for k in r)
+    ][:6]
+    if not measured:
+        return None
+    fig, axes = plt.subplots(1, len(measured), figsize=(6 * len(measured), 4.5), squeeze=False)
+    for axis, run in zip(axes[0], measured, strict=True):
+        layers = sorted({k for r in run["train"] for k in r if k.startswith(RATIO_PREFIX)})
+        for key in layers:
+            axis.plot(*_series(run["train"], key), label=key.removeprefix(RATIO_PREFIX))
+        axis.set_yscale("log")
+        axis.set_title(run["name"], fontsize=9)
+        axis.set_xlabel("step")
+        axis.set_ylabel("|update| / |param| per layer")
+        axis.grid(alpha=0.3, which="both")
+        axis.legend(fontsize=6)
+    return _save(fig, out / "layer_ratios.png")
 
 
 # Sweeps --------------------------------------------------------------------------------------

@@ -110,11 +110,6 @@ def check_batch_size(batch_size: int, mesh: Mesh, microbatches: int = 1) -> None
         )
 
 
-def microbatch_sharding(mesh: Mesh) -> NamedSharding:
-    """[microbatch, example, ...]: every microbatch split over all devices, as a batch is."""
-    return NamedSharding(mesh, P(None, BATCH_AXES))
-
-
 def shard_batch(batch, mesh: Mesh):
     """Places a host batch (numpy) on the mesh, split over the batch axes.
 

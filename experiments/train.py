@@ -14,6 +14,12 @@ The optimizer is driven only through its registry entry: `entry.update_kwargs` s
 extra arguments its update takes (MoMo's loss, SAM's gradient function) and
 `entry.eval_params` the params to evaluate (schedule-free's x, an iterate average).
 
+Measurements of the training dynamics (`experiments.probes`) are switched on in
+`config.probes`: the gradient noise scale from the pieces a step already has (microbatches,
+or each `data` shard's gradient), per-layer update/param norm ratios, and the sharpness every
+`sharpness_every` steps on a fixed batch. Everything is off by default, and when off the step
+and the state are what they were without probes.
+
 A run directory holds `config.json` (`experiments.rundir`), `metrics.jsonl` and TensorBoard
 events (`experiments.metrics`), `checkpoints/` and, for forks, `lineage.json`
 (`experiments.checkpointing`).
@@ -48,7 +54,7 @@ import optax
 import optlib.registry
 import schedules
 import schedules.registry
-from experiments import checkpointing, metrics, rundir, sharding, workloads
+from experiments import checkpointing, metrics, probes, rundir, sharding, workloads
 from experiments import lanes as lanes_lib
 
 
@@ -89,6 +95,78 @@ def build_schedule(config: ml_collections.ConfigDict, kwargs: dict | None = None
 
 
 @dataclasses.dataclass(frozen=True)
+class ProbeSettings:
+    """`config.probes`, checked: what the loop measures besides loss and norms.
+
+    Attributes:
+      noise_source: "microbatches" or "data" (`probes.noise_scale_source`), None when the
+        noise scale is off.
+      small_batch: examples behind each small-batch gradient of the noise scale.
+      decay: the EMA decay of the noise-scale terms.
+      sharpness_every: steps between sharpness measurements (0: never).
+      sharpness_iterations: power iterations per measurement.
+      sharpness_batch_size: examples of the fixed sharpness batch.
+      layer_ratios: whether per-layer update/param norm ratios are logged.
+    """
+
+    noise_source: str | None = None
+    small_batch: int = 0
+    decay: float = 0.99
+    sharpness_every: int = 0
+    sharpness_iterations: int = 20
+    sharpness_batch_size: int = 0
+    layer_ratios: bool = False
+
+
+def check_probes(config: ml_collections.ConfigDict, batch_size: int, mesh) -> ProbeSettings:
+    """`config.probes` as `ProbeSettings`; a bad value is a ValueError naming its key.
+
+    Asking for the noise scale with neither microbatches nor more than one `data` shard is an
+    error that says how to get one (`probes.noise_scale_source`).
+    """
+    block = config.probes
+
+    def flag(key):
+        value = block[key]
+        if not isinstance(value, bool):
+            raise ValueError(f"config.probes.{key} must be True or False, got {value!r}")
+        return value
+
+    def integer(key, low):
+        value = block[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"config.probes.{key} must be an int >= {low}, got {value!r}")
+        return value
+
+    decay = block.noise_scale_decay
+    if isinstance(decay, bool) or not isinstance(decay, int | float) or not 0 <= decay < 1:
+        raise ValueError(f"config.probes.noise_scale_decay must be in [0, 1), got {decay!r}")
+    settings = ProbeSettings(
+        decay=float(decay),
+        sharpness_every=integer("sharpness_every", 0),
+        sharpness_iterations=integer("sharpness_iterations", 1),
+        sharpness_batch_size=integer("sharpness_batch_size", 0),
+        layer_ratios=flag("layer_ratios"),
+    )
+    if settings.sharpness_every:
+        size = settings.sharpness_batch_size or batch_size // config.microbatches
+        shards = math.prod(mesh.shape[a] for a in sharding.BATCH_AXES)
+        if size % shards:
+            raise ValueError(
+                f"config.probes.sharpness_batch_size={size} must be divisible by the {shards} "
+                f"devices of the mesh axes {sharding.BATCH_AXES} (0 means the microbatch size, "
+                f"batch_size / microbatches = {batch_size // config.microbatches})"
+            )
+        settings = dataclasses.replace(settings, sharpness_batch_size=size)
+    if flag("noise_scale"):
+        source, small = probes.noise_scale_source(
+            batch_size, config.microbatches, mesh.shape["data"]
+        )
+        settings = dataclasses.replace(settings, noise_source=source, small_batch=small)
+    return settings
+
+
+@dataclasses.dataclass(frozen=True)
 class Program:
     """Everything compiled for one config on one mesh, before any array exists.
 
@@ -110,6 +188,11 @@ class Program:
     eval_fn: Any  # jitted (state, eval_batch) -> metrics, at the optimizer's eval params
     host_batch: Any = None  # step -> host batch (default: the workload's)
     lanes: lanes_lib.LaneSet | None = None
+    probes: ProbeSettings = ProbeSettings()
+    # The probes' own state (the noise-scale EMAs), when there is one: not checkpointed, so a
+    # resumed or forked run starts it afresh (the averages are bias-corrected).
+    init_probes: Any = None  # () -> {"noise_scale": NoiseScaleState} with its shardings
+    sharpness_fn: Any = None  # jitted (state, batch) -> metrics, when sharpness_every > 0
 
     def batch(self, step: int) -> dict:
         """The training batch of `step`, placed on the mesh (each process reads its own rows)."""
@@ -132,6 +215,16 @@ class Program:
         return jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.batch_sharding), host
         )
+
+    def sharpness_batch(self) -> dict:
+        """The fixed batch of the sharpness (host numpy): the first examples of the training
+        batches of steps 0, 1, ..., as many as `probes.sharpness_batch_size`."""
+        size, pieces, step = self.probes.sharpness_batch_size, [], 0
+        while sum(len(jax.tree.leaves(p)[0]) for p in pieces) < size:
+            pieces.append(self.workload.batch(step))
+            step += 1
+        batch = jax.tree.map(lambda *xs: np.concatenate(xs), *pieces)
+        return jax.tree.map(lambda x: x[:size], batch)
 
 
 def check_loop_settings(config: ml_collections.ConfigDict) -> None:
@@ -211,9 +304,18 @@ def build(
             new.inner_state, lane_set.schedule(config, new.hyperparams, lane_schedule)(step)
         )
     sharding.check_batch_size(workload.batch_size, mesh, config.microbatches)
+    settings = check_probes(config, workload.batch_size, mesh)
+    if lanes is not None and settings != ProbeSettings():
+        raise ValueError("config.probes: probes measure one run; switch them off for lanes")
+
+    def init_probes():
+        return {"noise_scale": probes.noise_scale_init()}
 
     def init_state(params, opt=optimizer):
-        return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": opt.init(params)}
+        state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": opt.init(params)}
+        if settings.noise_source:
+            state["probes"] = init_probes()
+        return state
 
     def init_fresh():
         return init_state(workload.init_params(jax.random.PRNGKey(config.seed)))
@@ -243,27 +345,50 @@ def build(
         batch_sharding = lane_set.batch_sharding(mesh)
     abstract = checkpointing.abstract_with_shardings(abstract, state_shardings)
 
-    value_and_grad = accumulated_value_and_grad(
-        workload.loss, config.microbatches, sharding.microbatch_sharding(mesh)
-    )
+    def under_mesh(fn):
+        # The mesh is visible while tracing, so workloads can constrain shardings (the LM
+        # gathers its FSDP-split embedding table whole at the lookup) and the probes pin
+        # microbatches and data shards to the devices that hold them.
+        def traced(*args):
+            with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+                return fn(*args)
 
-    def _train_step(state, batch):
+        return traced
+
+    value_and_grad = split_value_and_grad(workload.loss, config.microbatches, settings.noise_source)
+
+    def train_step(state, batch):
         params = state["params"]
-        loss, grads = value_and_grad(params, batch)
+        split = value_and_grad(params, batch)
         # The whole batch's loss and gradient function, so SAM and MoMo take the same step
-        # with microbatches as without.
-        grad_fn = lambda p: value_and_grad(p, batch)[1]
-        extra = entry.update_kwargs(loss=loss, grad_fn=grad_fn)
-        updates, opt_state = optimizer.update(grads, state["opt_state"], params, **extra)
-        params = optax.apply_updates(params, updates)
+        # with microbatches (or data shards) as without.
+        if config.microbatches > 1:
+            grad_fn = lambda p: value_and_grad(p, batch).grads
+        else:
+            grad_fn = lambda p: jax.grad(workload.loss)(p, batch)
+        extra = entry.update_kwargs(loss=split.loss, grad_fn=grad_fn)
+        updates, opt_state = optimizer.update(split.grads, state["opt_state"], params, **extra)
+        new_params = optax.apply_updates(params, updates)
         step_metrics = {
-            "loss": loss,
-            "grad_norm": optax.tree.norm(grads),
+            "loss": split.loss,
+            "grad_norm": optax.tree.norm(split.grads),
             "update_norm": optax.tree.norm(updates),
-            "param_norm": optax.tree.norm(params),
+            "param_norm": optax.tree.norm(new_params),
             "lr": jnp.asarray(lr_of(state["opt_state"], opt_state, state["step"]), jnp.float32),
         }
-        new_state = {"step": state["step"] + 1, "params": params, "opt_state": opt_state}
+        new_state = {"step": state["step"] + 1, "params": new_params, "opt_state": opt_state}
+        if settings.noise_source:
+            g2, trace_sigma = probes.noise_scale_terms(
+                split.small_sq_norm, split.big_sq_norm, settings.small_batch, workload.batch_size
+            )
+            noise = probes.noise_scale_update(
+                state["probes"]["noise_scale"], g2, trace_sigma, settings.decay
+            )
+            new_state["probes"] = {"noise_scale": noise}
+            step_metrics.update(probes.noise_scale_estimates(noise))
+        if settings.layer_ratios:
+            ratios = probes.update_param_ratios(updates, params)
+            step_metrics.update({f"{RATIO_PREFIX}{k}": v for k, v in ratios.items()})
         return new_state, step_metrics
 
     def eval_step(state, batch):
@@ -274,23 +399,35 @@ def build(
         # Sharding constraints inside the step (the LM's gathered embedding table) get the
         # lane axis split over `lanes` rather than replicated.
         axes = lanes_lib.STATE_AXES
-        _train_step = jax.vmap(
-            _train_step, in_axes=(axes, 0), out_axes=(axes, 0), spmd_axis_name=lanes_lib.AXIS
+        train_step = jax.vmap(
+            train_step, in_axes=(axes, 0), out_axes=(axes, 0), spmd_axis_name=lanes_lib.AXIS
         )
         eval_step = jax.vmap(eval_step, in_axes=(axes, None), spmd_axis_name=lanes_lib.AXIS)
 
-    def train_step(state, batch):
-        # The mesh is visible while tracing, so workloads can constrain shardings (the LM
-        # gathers its FSDP-split embedding table whole at the lookup).
-        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
-            return _train_step(state, batch)
-
     step_fn = jax.jit(
-        train_step,
+        under_mesh(train_step),
         in_shardings=(state_shardings, batch_sharding),
         out_shardings=(state_shardings, replicated),
         donate_argnums=0,
     )
+
+    sharpness_fn = None
+    if settings.sharpness_every:
+        measure = sharpness_measurement(config, workload.loss, settings, lr_of)
+        abstract_batch = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(
+                (settings.sharpness_batch_size, *x.shape[1:]), x.dtype, sharding=batch_sharding
+            ),
+            workload.batch(0),
+        )
+        # Traced once now, so a loss that is not scalar (or any other error of the
+        # measurement) stops the run before it starts, not at step `sharpness_every`.
+        jax.eval_shape(under_mesh(measure), abstract, abstract_batch)
+        sharpness_fn = jax.jit(
+            under_mesh(measure),
+            in_shardings=(state_shardings, batch_sharding),
+            out_shardings=replicated,
+        )
 
     return Program(
         workload=workload,
@@ -305,41 +442,96 @@ def build(
         eval_fn=jax.jit(eval_step, out_shardings=replicated),
         host_batch=None if lane_set is None else lane_set.host_batches(workloads.make),
         lanes=lane_set,
+        probes=settings,
+        init_probes=(
+            jax.jit(init_probes, out_shardings=state_shardings["probes"])
+            if settings.noise_source
+            else None
+        ),
+        sharpness_fn=sharpness_fn,
     )
 
 
-def accumulated_value_and_grad(loss_fn, microbatches: int, microbatch_sharding=None):
-    """`(params, batch) -> (loss, grads)` of the whole batch, from `microbatches` pieces.
+# Per-layer update/param norm ratios are logged as "update_ratio/<param path>".
+RATIO_PREFIX = "update_ratio/"
 
-    With k > 1 the batch is split into k equal microbatches, example i going to microbatch
-    i mod k (so each microbatch stays spread over every device when the batch is split over
-    them in blocks), and a `lax.scan` sums their losses and gradients (in float32 at least):
-    memory for one microbatch's activations and one gradient, and the mean of the k
-    microbatch means equals the whole batch's mean loss and gradient.
+
+def split_value_and_grad(loss_fn, microbatches: int, noise_source: str | None = None):
+    """`(params, batch) -> probes.SplitGradients`: the whole batch's loss and mean gradient,
+    plus the small-batch squared norm the noise scale needs when it has a source.
+
+    * `microbatches > 1`: gradient accumulation (`probes.microbatch_value_and_grad`, a
+      `lax.scan` over k microbatches with one gradient in memory);
+    * `noise_source == "data"`: each `data` shard's gradient
+      (`probes.data_parallel_value_and_grad`, the same reductions as a plain step);
+    * otherwise `jax.value_and_grad` (the small-batch norms are None).
     """
-    if microbatches == 1:
-        return jax.value_and_grad(loss_fn)
+    if microbatches > 1:
+        return lambda p, b: probes.microbatch_value_and_grad(loss_fn, p, b, microbatches)
+    if noise_source == "data":
+        return lambda p, b: probes.data_parallel_value_and_grad(loss_fn, p, b)
 
-    def split(x):
-        x = x.reshape(x.shape[0] // microbatches, microbatches, *x.shape[1:]).swapaxes(0, 1)
-        if microbatch_sharding is None:
-            return x
-        return jax.lax.with_sharding_constraint(x, microbatch_sharding)
+    def plain(params, batch):
+        loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+        return probes.SplitGradients(loss, grads, None, None)
 
-    def value_and_grad(params, batch):
-        def add(total, microbatch):
-            loss, grads = jax.value_and_grad(loss_fn)(params, microbatch)
-            return jax.tree.map(lambda t, x: t + x.astype(t.dtype), total, (loss, grads)), None
+    return plain
 
-        zeros = jax.tree.map(
-            lambda x: jnp.zeros(jnp.shape(x), jnp.promote_types(x.dtype, jnp.float32)),
-            (jnp.zeros((), jnp.float32), params),
+
+def _adam_hyperparams(config: ml_collections.ConfigDict) -> dict:
+    """b1, b2, eps as the config gives them to the optimizer (or to SAM's base optimizer)."""
+    kwargs = config.optimizer.kwargs.to_dict()
+    merged = {**(kwargs.get("base_kwargs") or {}), **kwargs}
+    return {k: merged[k] for k in ("b1", "b2", "eps") if k in merged}
+
+
+def sharpness_measurement(config, loss_fn, settings: ProbeSettings, lr_of):
+    """`(state, batch) -> metrics`: the top Hessian eigenvalue next to its stability threshold.
+
+    * `sharpness`: the top eigenvalue of the Hessian of the loss on `batch` at the trained
+      params (power iteration on HVPs, `probes.top_hessian_eigenvalue`);
+    * `sharpness_threshold`: the edge of stability of the lr the next update applies, 2/lr,
+      or (2 + 2 beta)/lr for SGD with heavy-ball momentum beta (`probes.stability_threshold`);
+      for LARS, LAMB and adaptive methods the step per direction is not lr, so this is only
+      the plain-GD reference;
+    * where the optimizer keeps an Adam-type second moment (`probes.find_second_moment`):
+      `preconditioned_sharpness`, the top eigenvalue of P^-1 H with P from the state and the
+      config's b1/b2/eps (`probes.adam_preconditioner`), and its threshold
+      (2 + 2 b1)/((1 - b1) lr), 38/lr for b1 = 0.9 (Cohen et al. 2022).
+    """
+    hyper = _adam_hyperparams(config)
+    kwargs = config.optimizer.kwargs.to_dict()
+    momentum = 0.0
+    if config.optimizer.name in ("sgd", "sgd_momentum"):
+        default = 0.9 if config.optimizer.name == "sgd_momentum" else 0.0
+        momentum = float(kwargs.get("momentum") or default)
+    bias_correction = not (
+        config.optimizer.name == "schedule_free_adamw" and kwargs.get("variant") == "paper"
+    )
+
+    def measure(state, batch):
+        params, opt_state = state["params"], state["opt_state"]
+        loss = lambda p: loss_fn(p, batch)
+        # The rate the next update applies (`lr_of(old, new, step)` of `build`).
+        lr = jnp.asarray(lr_of(opt_state, opt_state, state["step"]), jnp.float32)
+        iterations = settings.sharpness_iterations
+        out = {
+            "sharpness": probes.top_hessian_eigenvalue(loss, params, iterations),
+            "sharpness_threshold": probes.stability_threshold(lr, momentum),
+        }
+        try:
+            found = probes.find_second_moment(opt_state)
+        except ValueError:  # no second moment (SGD, LARS, DoG, ...): no preconditioned variant
+            return out
+        precond = probes.adam_preconditioner(opt_state, bias_correction=bias_correction, **hyper)
+        b1 = hyper.get("b1", 0.9) if found.kind in ("adam", "lamb") else 0.0
+        out["preconditioned_sharpness"] = probes.top_hessian_eigenvalue(
+            loss, params, iterations, preconditioner=precond
         )
-        (loss, grads), _ = jax.lax.scan(add, zeros, jax.tree.map(split, batch))
-        grads = jax.tree.map(lambda g, p: (g / microbatches).astype(p.dtype), grads, params)
-        return loss / microbatches, grads
+        out["preconditioned_sharpness_threshold"] = probes.stability_threshold(lr, b1, ema=True)
+        return out
 
-    return value_and_grad
+    return measure
 
 
 def train(
@@ -348,6 +540,7 @@ def train(
     *,
     devices=None,
     stop_after: int | None = None,
+    stop_at_target: bool = False,
     return_state: bool = False,
     lanes: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
@@ -359,6 +552,9 @@ def train(
       devices: devices of the mesh (default: all).
       stop_after: stop (without a final checkpoint) once this step is reached: a stand-in
         for a crash in tests of resumption.
+      stop_at_target: stop (with a checkpoint) at the first evaluation that reaches the
+        workload's target, so `summary["step"]` is the steps to target (the batch-size
+        study's S(B)); a run reopened after stopping there does not train on.
       return_state: also return the final (sharded, live) state under "state". Off by default,
         so a study holding many summaries does not keep every run's arrays alive.
       lanes: {name: dotted overrides}: train these lanes as one program (`experiments.lanes`).
@@ -398,6 +594,8 @@ def train(
     )
     names = ("",) if lane_set is None else lane_set.names
     run_dirs = [workdir] if lane_set is None else lane_set.dirs(workdir)
+    if program.init_probes is not None and "probes" not in state:
+        state = {**state, "probes": program.init_probes()}  # resumed or forked: not saved
     if is_main_process:
         rundir.write_config(workdir, config)
         if lane_set is not None:
@@ -415,6 +613,9 @@ def train(
         )
     eval_batch = sharding.replicate(workload.eval_batch(), mesh)
     writers = [metrics.Writer(d, enabled=is_main_process) for d in run_dirs]
+    sharpness_every = program.probes.sharpness_every
+    if sharpness_every:
+        sharpness_batch = sharding.shard_batch(program.sharpness_batch(), mesh)
     start = int(state["step"])
     progress = metrics.progress(start, config.steps, config.progress_bar and is_main_process)
     # XLA:CPU can deadlock when several steps with collectives are in flight (DESIGN.md):
@@ -441,10 +642,21 @@ def train(
         for writer in writers:
             writer.close()
 
+    def stop_here(evaluated: bool) -> bool:
+        # With lanes: once every lane has reached it.
+        return bool(
+            stop_at_target and evaluated and all(workload.target.reached(e) for e in last_eval)
+        )
+
     tic = time.perf_counter()
     throughput = None  # after the first step: its compile time is not throughput
     try:
-        for step in range(start, config.steps):
+        end = config.steps
+        if stop_at_target and start:
+            last_eval = evaluate(start)
+            if stop_here(True):  # reopened after stopping at its target: stays there
+                end = start
+        for step in range(start, end):
             if stop_after is not None and step >= stop_after:
                 break
             state, step_metrics = program.step_fn(state, program.batch(step))
@@ -480,7 +692,12 @@ def train(
                         file=sys.stderr,
                     )
                 non_finite |= bad
-            if log:
+            # The sharpness of the params after `done` updates (never at step 0, where an
+            # Adam preconditioner is still zero), in that step's train record.
+            measured = {}
+            if sharpness_every and done % sharpness_every == 0:
+                measured = program.sharpness_fn(state, sharpness_batch)
+            if log or measured:
                 # `step` counts the updates applied, as in eval records; the loss is that of
                 # this update's batch, taken at the params before the update.
                 now = time.perf_counter()
@@ -488,16 +705,19 @@ def train(
                 # Throughput of the whole program (all lanes) since the last record.
                 speed = throughput.record(done - since[0], now - since[1])
                 since = (done, now)
-                records = per_lane(step_metrics)
+                records = per_lane({**step_metrics, **measured})
                 for writer, record in zip(writers, records, strict=True):
                     record.update(split="train", step=done, examples=examples, seconds=now - tic)
                     writer.write({**record, **speed})
                 best = min((r["loss"] for r in records if math.isfinite(r["loss"])), default=None)
                 progress.set_postfix(loss=f"{best:.4f}", refresh=False)
-            if final or (config.eval_every and done % config.eval_every == 0):
+            evaluated = final or (config.eval_every and done % config.eval_every == 0)
+            if evaluated:
                 last_eval = evaluate(done)
             progress.update(1)
-            checkpointer.save(done, state, force=final)
+            checkpointer.save(done, state, force=final or stop_here(evaluated))
+            if stop_here(evaluated):
+                break
         if not last_eval and stop_after is None:
             last_eval = evaluate(int(state["step"]))  # a finished run reopened: where it ended
     except KeyboardInterrupt:

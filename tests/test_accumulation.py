@@ -32,12 +32,12 @@ DATA = {
 def two_updates(name, microbatches):
     entry = optlib.registry.get(name)
     opt = entry.build(entry.base_lr * 0.1)
-    value_and_grad = train.accumulated_value_and_grad(loss_fn, microbatches)
+    value_and_grad = train.split_value_and_grad(loss_fn, microbatches)
 
     @jax.jit
     def step(params, state):
-        loss, grads = value_and_grad(params, DATA)
-        grad_fn = lambda p: value_and_grad(p, DATA)[1]
+        loss, grads = value_and_grad(params, DATA)[:2]
+        grad_fn = lambda p: value_and_grad(p, DATA).grads
         extra = entry.update_kwargs(loss=loss, grad_fn=grad_fn)
         updates, state = opt.update(grads, state, params, **extra)
         return optax.apply_updates(params, updates), state, loss

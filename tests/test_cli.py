@@ -85,7 +85,7 @@ def test_a_bad_config_is_one_line_and_leaves_no_workdir(tmp_path):
 @pytest.mark.parametrize(
     "flag, expected",
     [
-        ("--config.stepz=3", 'no field \'stepz\' (it is locked). Did you mean "steps"'),
+        ("--config.stepz=3", "no field 'stepz' (it is locked). Did you mean \"steps\""),
         ("--config=experiments/configs/nope.py", "No such file or directory"),
     ],
 )

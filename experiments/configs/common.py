@@ -35,6 +35,24 @@ def base_config(workload: str) -> ml_collections.ConfigDict:
     # Gradient accumulation: the batch is split into this many microbatches whose gradients
     # are averaged in one jitted step (the update equals that of the whole batch).
     config.microbatches = 1
+    # Measurements of the training dynamics (`experiments.probes`), all off by default. The
+    # gradient noise scale B_simple = tr(Sigma) / |G|^2 (EMAs with `noise_scale_decay`) needs
+    # gradients at two batch sizes from the step itself: microbatches > 1, or a mesh with
+    # data > 1 (each data shard's gradient). The sharpness (top Hessian eigenvalue by
+    # `sharpness_iterations` power iterations; also of P^-1 H where the optimizer has an
+    # Adam-type second moment) is measured every `sharpness_every` steps (0: never) on a fixed
+    # batch of `sharpness_batch_size` examples (0: the microbatch size). `layer_ratios` logs
+    # each param's |update| / |param|, what LARS and LAMB control.
+    config.probes = ml_collections.ConfigDict(
+        {
+            "noise_scale": False,
+            "noise_scale_decay": 0.99,
+            "sharpness_every": 0,
+            "sharpness_iterations": 20,
+            "sharpness_batch_size": 0,
+            "layer_ratios": False,
+        }
+    )
     config.log_every = 10
     config.eval_every = 100
     config.checkpoint = ml_collections.ConfigDict(
@@ -48,7 +66,8 @@ def base_config(workload: str) -> ml_collections.ConfigDict:
 
 
 # Keys that may differ between a run and its resumption: they change how a run is watched
-# and which checkpoints it keeps, not what it computes.
+# and which checkpoints it keeps, not what it computes (a run dir written before a key
+# existed resumes too).
 WATCH_ONLY_KEYS = (
     "progress_bar",
     "log_every",
@@ -56,6 +75,14 @@ WATCH_ONLY_KEYS = (
     "checkpoint.every",
     "checkpoint.keep",
     "checkpoint.keep_steps",
+    # Probes measure; they do not change the trajectory (beyond the rounding of how the
+    # gradient is summed), so a run may be resumed with them switched on or off.
+    "probes.noise_scale",
+    "probes.noise_scale_decay",
+    "probes.sharpness_every",
+    "probes.sharpness_iterations",
+    "probes.sharpness_batch_size",
+    "probes.layer_ratios",
 )
 
 
