@@ -267,7 +267,7 @@ def test_study_runs_at_toy_size(tmp_path):
     failed = study.prediction_table({"error": "fit: no start converged"})
     assert "no prediction (fit: no start converged)" in failed
     # Every run exists now: a second call reuses them and reports the same numbers.
-    again = study.run_study(tmp_path, [10, 20], progress_bar=False, overrides=tiny)
+    again = study.run_study(tmp_path, [10, 20], progress_bar=False, overrides=tiny, laws=())
     assert again["rows"] == result["rows"] and again["totals"] == result["totals"]
 
 
