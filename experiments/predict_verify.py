@@ -89,7 +89,7 @@ def train_runs(
 
     Returns {seed: {"main": dir, "cosine": dir, "wsd_<shape>_<f>": dir, ...}}.
     """
-    from experiments import branch, train
+    from experiments import branch
 
     workdir = pathlib.Path(workdir)
     runs = {}
@@ -98,7 +98,7 @@ def train_runs(
         main = main_branch_config(seed, steps, fractions)
         dirs = {"main": seed_dir / "main", "cosine": seed_dir / "cosine"}
         print(f"== seed {seed}: constant main branch to step {main.steps}", file=sys.stderr)
-        train.train(main, dirs["main"])
+        _train(main, dirs["main"])
         forks = fork_steps(steps, fractions)
         for fraction in fractions:
             for shape in shapes:
@@ -113,11 +113,27 @@ def train_runs(
                         "choose --steps so that (1 - f) T is an integer"
                     )
                 dirs[name] = seed_dir / name
-                train.train(child, dirs[name])
+                _train(child, dirs[name])
         print(f"== seed {seed}: cosine, {steps} steps", file=sys.stderr)
-        train.train(lm_config(seed, steps), dirs["cosine"])
+        _train(lm_config(seed, steps), dirs["cosine"])
         runs[seed] = dirs
     return runs
+
+
+def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
+    """Trains `config` in `workdir`, or skips it when that run is there and finished (the
+    same config, an eval record at its last step): no rebuild and recompile to re-read it."""
+    from experiments import rundir, train
+    from experiments.metrics import read_metrics
+
+    if (workdir / rundir.CONFIG_FILE).exists():
+        rundir.check_config(workdir, config)  # another run's config is an error, not a skip
+        done = rundir.read_config(workdir)["steps"] == config.steps and any(
+            r["split"] == "eval" and r["step"] == config.steps for r in read_metrics(workdir)
+        )
+        if done:
+            return
+    train.train(config, workdir)
 
 
 def table_config(seed: int, steps: int, peak: float, values) -> ml_collections.ConfigDict:
@@ -237,15 +253,14 @@ def optimal_schedule(
 
 
 def train_optimal(workdir: pathlib.Path, seeds, steps: int, record: dict) -> dict:
-    from experiments import train
-
+    """Trains (or reuses) the law-optimal rates of `record` for every seed."""
     peak = record["peak"]
     values = [v / peak for v in record["lrs"]]
     dirs = {}
     for seed in seeds:
         dirs[seed] = workdir / f"seed_{seed}" / "optimal"
         print(f"== seed {seed}: the law-optimal schedule, {steps} steps", file=sys.stderr)
-        train.train(table_config(seed, steps, peak, values), dirs[seed])
+        _train(table_config(seed, steps, peak, values), dirs[seed])
     return dirs
 
 

@@ -304,3 +304,33 @@ def test_command_line_reports_bad_input_in_one_line(tmp_path, capsys):
     assert "wsd linear f=0.2 T=100" in capsys.readouterr().out
     row = json.loads((out / "predict.json").read_text())["rows"][0]
     assert math.isfinite(row["predicted"]["annealing"])
+
+
+def test_verification_ranking_counts_only_pairs_resolved_across_seeds():
+    from experiments import predict_verify as v
+
+    # Measured finals per seed (three seeds) and one law's predictions, for one shape.
+    measured = {0.1: [1.40, 1.41, 1.42], 0.2: [1.30, 1.31, 1.32], 0.4: [1.305, 1.30, 1.33]}
+    predicted = {0.1: 1.35, 0.2: 1.36, 0.4: 1.20}
+    per_seed = {
+        s: {
+            "rows": {
+                v.branch_name("linear", f): {
+                    "measured": measured[f][i],
+                    "predicted": {"annealing": predicted[f]},
+                }
+                for f in measured
+            }
+        }
+        for i, s in enumerate((0, 1, 2))
+    }
+    pairs = {p["pair"]: p for p in v.ranking(per_seed, ["annealing"], [0.1, 0.2, 0.4], ["linear"])}
+    # 0.1 vs 0.2: gap +0.1 every seed (spread 0): resolved; predicted -0.01: disagrees.
+    assert pairs[(0.1, 0.2)]["gap"] == pytest.approx(0.1)
+    assert pairs[(0.1, 0.2)]["paired_spread"] == pytest.approx(0.0, abs=1e-12)
+    assert pairs[(0.1, 0.2)]["resolved"] and not pairs[(0.1, 0.2)]["agrees"]["annealing"]
+    # 0.1 vs 0.4: +0.095, +0.11, +0.09: resolved, and the law agrees.
+    assert pairs[(0.1, 0.4)]["resolved"] and pairs[(0.1, 0.4)]["agrees"]["annealing"]
+    # 0.2 vs 0.4: -0.005, +0.01, -0.01: mean gap below its spread: not counted.
+    assert not pairs[(0.2, 0.4)]["resolved"]
+    assert pairs[(0.2, 0.4)]["unpaired_spread"] == pytest.approx(0.03)
