@@ -30,6 +30,7 @@ SCHEDULES: dict[str, Callable[..., Callable]] = {
     "rewarm": schedules.rewarm,
     "rex": schedules.rex,
     "rsqrt": schedules.rsqrt,
+    "table": schedules.table,  # per-step rates, e.g. a law-optimal schedule
     "uba": schedules.uba,
     "warmup": schedules.warmup,  # warm-up, then constant: the main branch of a WSD run
     "wsd": schedules.wsd,

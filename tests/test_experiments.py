@@ -242,7 +242,7 @@ def test_study_runs_at_toy_size(tmp_path):
     # The study's plumbing on the quadratic (compiling the LM six times would dominate).
     tiny = {
         "workload": workloads.default_config("quadratic"),
-        "eval_every": 10,
+        "eval_every": 2,  # enough eval points to fit the seven-parameter law on
         "checkpoint.every": 10,
     }
     result = study.run_study(tmp_path, [10, 20], progress_bar=False, overrides=tiny)
@@ -253,14 +253,28 @@ def test_study_runs_at_toy_size(tmp_path):
     assert "| 10 |" in text and "73% of the cosine runs" in text
     assert result["report"].exists()
     assert "decay@8" in result["report"].read_text()
+    # The laws, fitted on the WSD main branch + cosine_20 only, predict both WSD branches.
+    prediction = result["prediction"]
+    assert prediction["laws"]["multipower"]["fitted_on"] == ["wsd", "cosine_20"]
+    branches = {r["schedule"]: r for r in prediction["rows"] if r["fork_step"] is not None}
+    assert sorted(branches) == ["wsd/at_16", "wsd/at_8"]
+    measured = {row["budget"]: row["wsd"] for row in result["rows"]}
+    assert branches["wsd/at_8"]["measured"] == pytest.approx(measured[10])
+    for row in branches.values():
+        assert not row["in_fit"] and set(row["predicted"]) == {"multipower", "annealing"}
+    assert "| wsd/at_8 |" in text and "on the WSD branches" in text
+    assert (tmp_path / "report" / "predict.png").exists()
+    failed = study.prediction_table({"error": "fit: no start converged"})
+    assert "no prediction (fit: no start converged)" in failed
     # Every run exists now: a second call reuses them and reports the same numbers.
-    again = study.run_study(tmp_path, [10, 20], progress_bar=False, overrides=tiny)
+    again = study.run_study(tmp_path, [10, 20], progress_bar=False, overrides=tiny, laws=())
     assert again["rows"] == result["rows"] and again["totals"] == result["totals"]
 
 
 CONFIG_DIR = pathlib.Path(__file__).parent.parent / "experiments" / "configs"
+# batch_size.py configures a study of many runs (`experiments.batch_size`), not one run.
 TRAIN_CONFIGS = sorted(
-    p.stem for p in CONFIG_DIR.glob("*.py") if p.stem not in ("__init__", "common")
+    p.stem for p in CONFIG_DIR.glob("*.py") if p.stem not in ("__init__", "common", "batch_size")
 )
 
 

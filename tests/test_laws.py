@@ -292,6 +292,16 @@ def test_multipower_authors_procedure_reproduces_their_0110_percent():
         assert value == pytest.approx(AUTHORS_25M[name], rel=0.05), name
 
 
+def test_multipower_default_stage2_is_the_authors_early_stop():
+    """The default is "adamw" (it predicts held-out curves better than the converged fit)."""
+    curves = _curves(AUTHORS_TRAIN, every=4)
+    start = [{**AUTHORS_25M, "L0": 3.1}]  # a full start: stage 2 only, a few seconds
+    default = laws.fit("multipower", curves, block=16, grid=start)
+    adamw = laws.fit("multipower", curves, block=16, grid=start, stage2="adamw")
+    assert "stopped early by design" in default.fit_info.message
+    assert default.params == adamw.params
+
+
 @pytest.mark.parametrize("size", ["100M", "400M"])
 def test_multipower_same_quality_on_other_model_sizes(size):
     """The authors report 0.142% (100M) and 0.168% (400M); measured here (all points, block 16)
@@ -348,7 +358,8 @@ def test_multipower_fit_finds_the_optimum_of_plain_scipy_from_the_same_start():
         for name, lrs in shapes.items()
     }
     start = dict(L0=2.7, A=0.6, alpha=0.45, B=250.0, C=1.0, beta=0.5, gamma=0.5)
-    law = laws.fit("multipower", curves, block=1, grid=[start])  # a full start: stage 2 only
+    # A full start: stage 2 only, run to convergence (the default stops early by design).
+    law = laws.fit("multipower", curves, block=1, grid=[start], stage2="lbfgsb")
     terms = []
     for lrs, st, losses in curves.values():
         kk = np.arange(1, total)
@@ -415,7 +426,7 @@ def test_fit_recovers_a_law_from_its_own_curves_at_another_rate_scale(kind):
         ),
     ]
     curves = [(lrs, steps, truth.predict(lrs, steps)) for lrs in shapes]
-    options = {"decay": 0.99} if kind == "annealing" else {"block": 1}
+    options = {"decay": 0.99} if kind == "annealing" else {"block": 1, "stage2": "lbfgsb"}
     fitted = laws.fit(kind, curves, **options)
     assert fitted.fit_error < 1e-5
     for name, value in fitted.params.items():
@@ -564,6 +575,8 @@ def test_unknown_kind_and_misplaced_options_are_refused():
         laws.fit("annealing", curves, block=4)
     with pytest.raises(ValueError, match=r"`stage2` must be one of 'lbfgsb', 'adamw'"):
         laws.fit("multipower", curves, stage2="sgd")
+    with pytest.raises(ValueError, match=r"`stage2` applies to kind='multipower' only"):
+        laws.fit("annealing", curves, stage2="lbfgsb")
     with pytest.raises(ValueError, match=r"`decay` must be a number in \[0, 1\)"):
         laws.fit("annealing", curves, decay=1.0)
     with pytest.raises(ValueError, match=r"`grid` has unknown parameters \['D'\]"):

@@ -200,6 +200,7 @@ SWEEP = {
     "rewarm": lambda p: dict(peak=p, task_steps=[50, 50], warmup_steps=5),
     "rex": lambda p: dict(peak=p, warmup_steps=10),
     "rsqrt": lambda p: dict(peak=p, warmup_steps=10),
+    "table": lambda p: dict(peak=p, values=[i % 7 / 6 for i in range(90)]),
     "uba": lambda p: dict(peak=p, phi=3.0),
     "warmup": lambda p: dict(peak=p, warmup_steps=40, init_value=0.01 * p, shape="exponential"),
     "wsd": lambda p: dict(
