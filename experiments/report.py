@@ -24,6 +24,7 @@ import argparse
 import json
 import math
 import pathlib
+import statistics
 from collections.abc import Sequence
 
 from experiments.metrics import read_metrics
@@ -65,10 +66,30 @@ def summarize(workdir: pathlib.Path) -> dict:
         "lineage": lineage,
         "train": train,
         "eval": evals,
-        "steps": last_train.get("step", -1) + 1,
+        "steps": last_train.get("step", 0),  # train records count the updates applied
         "examples": last_train.get("examples", 0),
         "final_eval": evals[-1] if evals else {},
+        "throughput": throughput(train),
     }
+
+
+THROUGHPUT_COLUMNS = {
+    "examples_per_second": "examples/s",
+    "tokens_per_second": "tokens/s",
+    "model_flops_per_step": "GFLOP/step (6N+attn)",
+    "xla_flops_per_step": "GFLOP/step (XLA)",
+    "mfu": "MFU",
+}
+
+
+def throughput(train: list[dict]) -> dict:
+    """The medians over a run's train records of its throughput fields (None where absent, as
+    MFU on a device with no known peak)."""
+    out = {}
+    for key in THROUGHPUT_COLUMNS:
+        values = [r[key] for r in train if r.get(key) is not None]
+        out[key] = float(statistics.median(values)) if values else None
+    return out
 
 
 def _label(workdir: pathlib.Path, config: dict, lineage: dict | None) -> str:
@@ -85,8 +106,14 @@ def compute_of(run: dict) -> int:
 
 
 def table(runs: list[dict]) -> str:
+    """One row per run: steps, examples, final eval metrics, then throughput (medians)."""
     metric_keys = sorted({k for r in runs for k in r["final_eval"] if k not in ("split", "step")})
+    speed_keys = [k for k in THROUGHPUT_COLUMNS if any(r["throughput"][k] for r in runs)]
+    if speed_keys:
+        speed_keys.append("mfu")  # shown as n/a where the device's peak is unknown
+        speed_keys = list(dict.fromkeys(speed_keys))
     header = ["run", "steps", "own steps", "examples"] + metric_keys
+    header += [THROUGHPUT_COLUMNS[k] for k in speed_keys]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for run in runs:
         values = [
@@ -95,8 +122,19 @@ def table(runs: list[dict]) -> str:
             str(compute_of(run)),
             f"{run['examples']:,}",
         ] + [_fmt(run["final_eval"].get(k)) for k in metric_keys]
+        values += [_speed(k, run["throughput"][k]) for k in speed_keys]
         lines.append("| " + " | ".join(values) + " |")
     return "\n".join(lines)
+
+
+def _speed(key: str, value) -> str:
+    if value is None:
+        return "n/a"
+    if key == "mfu":
+        return f"{value:.1%}"
+    if key.endswith("flops_per_step"):
+        return f"{value / 1e9:.3g}"
+    return f"{value:,.0f}"
 
 
 def _fmt(value) -> str:

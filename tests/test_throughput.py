@@ -6,7 +6,7 @@ import types
 
 import pytest
 
-from experiments import metrics, train
+from experiments import metrics, report, train
 from experiments.configs import lm
 
 
@@ -39,3 +39,9 @@ def test_lm_records_throughput_and_the_flop_counts_agree(tmp_path):
     # XLA also counts the optimizer, the loss and the embedding gather; the formula does not.
     assert last["xla_flops_per_step"] == pytest.approx(last["model_flops_per_step"], rel=0.25)
     assert last["mfu"] is None  # the CPU's peak is unknown: no made-up number
+    # The report's row: the run's own step count, its median throughput, MFU not available.
+    text = report.report([str(tmp_path)], tmp_path / "report").read_text()
+    row = next(line for line in text.splitlines() if line.startswith(f"| {tmp_path.name} "))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1:3] == ["4", "4"] and cells[-1] == "n/a"
+    assert "tokens/s" in text and "GFLOP/step (XLA)" in text
