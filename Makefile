@@ -15,7 +15,7 @@ GOLDEN_SOURCES ?=
 GOLDEN_FLAGS ?=
 GOLDEN_TF ?=
 
-.PHONY: run demo test bench lint format golden clean schedules-gallery
+.PHONY: run demo test bench lint format golden clean schedules-gallery optax-harness
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ test: $(DEV_STAMP)
 ## make bench: step time against optax and the memory floor; writes a table to stdout.
 bench: $(STAMP)
 	$(PY) -m experiments.benchmarks.step_time
+
+## make optax-harness: optax's own AliasTest and ScheduleAsLearningRateTest on our optimizers.
+optax-harness: $(DEV_STAMP)
+	$(PY) tools/optax_harness.py -n 2
 
 ## make schedules-gallery: plot every schedule family into docs/schedules_gallery.png.
 schedules-gallery: $(PLOTS_STAMP)
