@@ -42,7 +42,7 @@ import math
 import pathlib
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -249,6 +249,61 @@ def check_loop_settings(config: ml_collections.ConfigDict) -> None:
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class _Driver:
+    """How the step drives the optimizer (one of three ways, see `build`).
+
+    `inner(opt_state)` is the registry entry's own state (inside `inject_hyperparams` when the
+    rate or the lanes' hyperparameters live in the state); `lr_of(old, new, step)` is the
+    rate the update from `old` to `new` applied at `step`; `optimizer_of(hyperparams)` makes a
+    lane's optimizer (lanes only).
+    """
+
+    optimizer: optax.GradientTransformation
+    inner: Callable
+    lr_of: Callable
+    lane_set: lanes_lib.LaneSet | None = None
+    optimizer_of: Callable | None = None
+
+
+def _driver(config, entry, schedule, workload, lanes, learning_rate_in_state) -> _Driver:
+    kwargs = config.optimizer.kwargs.to_dict()
+    if lanes is not None and learning_rate_in_state:
+        raise ValueError("learning_rate_in_state does not combine with lanes")
+    if lanes is None and not learning_rate_in_state:
+        return _Driver(
+            optimizer=entry.build(schedule, **kwargs),
+            inner=lambda opt_state: opt_state,
+            lr_of=lambda old, new, step: entry.applied_lr(new, schedule(step)),
+        )
+    if lanes is None:
+        optimizer = optax.inject_hyperparams(
+            lambda learning_rate: entry.build(learning_rate, **kwargs)
+        )(learning_rate=float(schedule(0)))
+        return _Driver(
+            optimizer=optimizer,
+            inner=lambda opt_state: opt_state.inner_state,
+            # The rate this update applied, read from the state before the update.
+            lr_of=lambda old, new, step: entry.applied_lr(
+                new.inner_state, old.hyperparams["learning_rate"]
+            ),
+        )
+    abstract_params = jax.eval_shape(workload.init_params, jax.random.PRNGKey(0))
+    lane_set = lanes_lib.LaneSet.of(config, lanes, abstract_params)
+    lane_set.check_each(lambda c: entry.build(build_schedule(c), **c.optimizer.kwargs.to_dict()))
+    lane_schedule = functools.partial(build_schedule, config)
+    optimizer_of = lane_set.optimizer(config, entry, lane_schedule)
+    return _Driver(
+        optimizer=optimizer_of(lane_set.hyperparams),  # its update reads the lane's state
+        inner=lambda opt_state: opt_state.inner_state,
+        lr_of=lambda old, new, step: entry.applied_lr(
+            new.inner_state, lane_set.schedule(config, new.hyperparams, lane_schedule)(step)
+        ),
+        lane_set=lane_set,
+        optimizer_of=optimizer_of,
+    )
+
+
 def build(
     config: ml_collections.ConfigDict,
     devices=None,
@@ -272,37 +327,10 @@ def build(
     entry = optlib.registry.get(config.optimizer.name)
     entry.check_kwargs(config.optimizer.kwargs)
     schedule = build_schedule(config)
-    lane_set = None
-    kwargs = config.optimizer.kwargs.to_dict()
-    if lanes is not None and learning_rate_in_state:
-        raise ValueError("learning_rate_in_state does not combine with lanes")
-    if lanes is None and not learning_rate_in_state:
-        optimizer = entry.build(schedule, **kwargs)
-        inner = lambda opt_state: opt_state
-        lr_of = lambda old, new, step: entry.applied_lr(new, schedule(step))
-    elif lanes is None:
-        optimizer = optax.inject_hyperparams(
-            lambda learning_rate: entry.build(learning_rate, **kwargs)
-        )(learning_rate=float(schedule(0)))
-        inner = lambda opt_state: opt_state.inner_state
-        # The rate this update applied, read from the state before the update.
-        lr_of = lambda old, new, step: entry.applied_lr(
-            new.inner_state, old.hyperparams["learning_rate"]
-        )
-    else:
-        abstract_params = jax.eval_shape(workload.init_params, jax.random.PRNGKey(0))
-        lane_set = lanes_lib.LaneSet.of(config, lanes, abstract_params)
-        lane_set.check_each(
-            lambda c: entry.build(build_schedule(c), **c.optimizer.kwargs.to_dict())
-        )
+    driver = _driver(config, entry, schedule, workload, lanes, learning_rate_in_state)
+    lane_set = driver.lane_set
+    if lane_set is not None:
         mesh = lane_set.mesh(mesh)
-        lane_schedule = functools.partial(build_schedule, config)
-        lane_optimizer = lane_set.optimizer(config, entry, lane_schedule)
-        optimizer = lane_optimizer(lane_set.hyperparams)  # its update reads the lane's state
-        inner = lambda opt_state: opt_state.inner_state
-        lr_of = lambda old, new, step: entry.applied_lr(
-            new.inner_state, lane_set.schedule(config, new.hyperparams, lane_schedule)(step)
-        )
     sharding.check_batch_size(workload.batch_size, mesh, config.microbatches)
     settings = check_probes(config, workload.batch_size, mesh)
     if lanes is not None and settings != ProbeSettings():
@@ -311,19 +339,16 @@ def build(
     def init_probes():
         return {"noise_scale": probes.noise_scale_init()}
 
-    def init_state(params, opt=optimizer):
+    def init_state(params, opt=driver.optimizer):
         state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": opt.init(params)}
         if settings.noise_source:
             state["probes"] = init_probes()
         return state
 
-    def init_fresh():
-        return init_state(workload.init_params(jax.random.PRNGKey(config.seed)))
-
-    replicated = sharding.replicated(mesh)
     # The state is never materialised unsharded: shapes first, then shardings from the FSDP
     # rule, then a jitted init that writes each shard where it belongs.
     if lane_set is None:
+        init_fresh = lambda: init_state(workload.init_params(jax.random.PRNGKey(config.seed)))
         abstract = jax.eval_shape(init_fresh)
         state_shardings = sharding.tree_shardings(abstract, mesh)
         fresh = jax.jit(init_fresh, out_shardings=state_shardings)
@@ -334,7 +359,7 @@ def build(
         keys, hyperparams = lane_set.init_inputs()
 
         def init_lane(key, lane_hyperparams):
-            return init_state(workload.init_params(key), lane_optimizer(lane_hyperparams))
+            return init_state(workload.init_params(key), driver.optimizer_of(lane_hyperparams))
 
         init_lanes = jax.vmap(init_lane, out_axes=lanes_lib.STATE_AXES)
         per_lane = jax.eval_shape(init_lane, keys[0], jax.tree.map(lambda x: x[0], hyperparams))
@@ -345,16 +370,82 @@ def build(
         batch_sharding = lane_set.batch_sharding(mesh)
     abstract = checkpointing.abstract_with_shardings(abstract, state_shardings)
 
-    def under_mesh(fn):
-        # The mesh is visible while tracing, so workloads can constrain shardings (the LM
-        # gathers its FSDP-split embedding table whole at the lookup) and the probes pin
-        # microbatches and data shards to the devices that hold them.
-        def traced(*args):
-            with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
-                return fn(*args)
+    train_step = _train_step(config, workload, entry, driver, settings)
 
-        return traced
+    def eval_step(state, batch):
+        params = entry.eval_params(driver.inner(state["opt_state"]), state["params"])
+        return workload.eval_metrics(params, batch)
 
+    if lane_set is not None:
+        # Sharding constraints inside the step (the LM's gathered embedding table) get the
+        # lane axis split over `lanes` rather than replicated.
+        axes = lanes_lib.STATE_AXES
+        train_step = jax.vmap(
+            train_step, in_axes=(axes, 0), out_axes=(axes, 0), spmd_axis_name=lanes_lib.AXIS
+        )
+        eval_step = jax.vmap(eval_step, in_axes=(axes, None), spmd_axis_name=lanes_lib.AXIS)
+
+    replicated = sharding.replicated(mesh)
+    sharpness_fn = None
+    if settings.sharpness_every:
+        measure = _under_mesh(
+            mesh, sharpness_measurement(config, workload.loss, settings, driver.lr_of)
+        )
+        abstract_batch = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(
+                (settings.sharpness_batch_size, *x.shape[1:]), x.dtype, sharding=batch_sharding
+            ),
+            workload.batch(0),
+        )
+        # Traced once now, so a loss that is not scalar (or any other error of the
+        # measurement) stops the run before it starts, not at step `sharpness_every`.
+        jax.eval_shape(measure, abstract, abstract_batch)
+        sharpness_fn = jax.jit(
+            measure, in_shardings=(state_shardings, batch_sharding), out_shardings=replicated
+        )
+
+    return Program(
+        workload=workload,
+        mesh=mesh,
+        entry=entry,
+        schedule=schedule,
+        abstract_state=abstract,
+        state_shardings=state_shardings,
+        batch_sharding=batch_sharding,
+        init=init,
+        step_fn=jax.jit(
+            _under_mesh(mesh, train_step),
+            in_shardings=(state_shardings, batch_sharding),
+            out_shardings=(state_shardings, replicated),
+            donate_argnums=0,
+        ),
+        eval_fn=jax.jit(eval_step, out_shardings=replicated),
+        host_batch=None if lane_set is None else lane_set.host_batches(workloads.make),
+        lanes=lane_set,
+        probes=settings,
+        init_probes=(
+            jax.jit(init_probes, out_shardings=state_shardings["probes"])
+            if settings.noise_source
+            else None
+        ),
+        sharpness_fn=sharpness_fn,
+    )
+
+
+def _under_mesh(mesh, fn):
+    """`fn` traced with the mesh visible, so workloads can constrain shardings (the LM gathers
+    its FSDP-split embedding table whole at the lookup) and the probes pin microbatches and
+    data shards to the devices that hold them."""
+
+    def traced(*args):
+        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+            return fn(*args)
+
+    return traced
+
+
+def _train_step(config, workload, entry, driver: _Driver, settings: ProbeSettings):
+    """`(state, batch) -> (state, metrics)` of one run (`build` vmaps it over lanes)."""
     value_and_grad = split_value_and_grad(workload.loss, config.microbatches, settings.noise_source)
 
     def train_step(state, batch):
@@ -367,14 +458,17 @@ def build(
         else:
             grad_fn = lambda p: jax.grad(workload.loss)(p, batch)
         extra = entry.update_kwargs(loss=split.loss, grad_fn=grad_fn)
-        updates, opt_state = optimizer.update(split.grads, state["opt_state"], params, **extra)
+        updates, opt_state = driver.optimizer.update(
+            split.grads, state["opt_state"], params, **extra
+        )
         new_params = optax.apply_updates(params, updates)
+        lr = driver.lr_of(state["opt_state"], opt_state, state["step"])
         step_metrics = {
             "loss": split.loss,
             "grad_norm": optax.tree.norm(split.grads),
             "update_norm": optax.tree.norm(updates),
             "param_norm": optax.tree.norm(new_params),
-            "lr": jnp.asarray(lr_of(state["opt_state"], opt_state, state["step"]), jnp.float32),
+            "lr": jnp.asarray(lr, jnp.float32),
         }
         new_state = {"step": state["step"] + 1, "params": new_params, "opt_state": opt_state}
         if settings.noise_source:
@@ -391,65 +485,7 @@ def build(
             step_metrics.update({f"{RATIO_PREFIX}{k}": v for k, v in ratios.items()})
         return new_state, step_metrics
 
-    def eval_step(state, batch):
-        params = entry.eval_params(inner(state["opt_state"]), state["params"])
-        return workload.eval_metrics(params, batch)
-
-    if lane_set is not None:
-        # Sharding constraints inside the step (the LM's gathered embedding table) get the
-        # lane axis split over `lanes` rather than replicated.
-        axes = lanes_lib.STATE_AXES
-        train_step = jax.vmap(
-            train_step, in_axes=(axes, 0), out_axes=(axes, 0), spmd_axis_name=lanes_lib.AXIS
-        )
-        eval_step = jax.vmap(eval_step, in_axes=(axes, None), spmd_axis_name=lanes_lib.AXIS)
-
-    step_fn = jax.jit(
-        under_mesh(train_step),
-        in_shardings=(state_shardings, batch_sharding),
-        out_shardings=(state_shardings, replicated),
-        donate_argnums=0,
-    )
-
-    sharpness_fn = None
-    if settings.sharpness_every:
-        measure = sharpness_measurement(config, workload.loss, settings, lr_of)
-        abstract_batch = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(
-                (settings.sharpness_batch_size, *x.shape[1:]), x.dtype, sharding=batch_sharding
-            ),
-            workload.batch(0),
-        )
-        # Traced once now, so a loss that is not scalar (or any other error of the
-        # measurement) stops the run before it starts, not at step `sharpness_every`.
-        jax.eval_shape(under_mesh(measure), abstract, abstract_batch)
-        sharpness_fn = jax.jit(
-            under_mesh(measure),
-            in_shardings=(state_shardings, batch_sharding),
-            out_shardings=replicated,
-        )
-
-    return Program(
-        workload=workload,
-        mesh=mesh,
-        entry=entry,
-        schedule=schedule,
-        abstract_state=abstract,
-        state_shardings=state_shardings,
-        batch_sharding=batch_sharding,
-        init=init,
-        step_fn=step_fn,
-        eval_fn=jax.jit(eval_step, out_shardings=replicated),
-        host_batch=None if lane_set is None else lane_set.host_batches(workloads.make),
-        lanes=lane_set,
-        probes=settings,
-        init_probes=(
-            jax.jit(init_probes, out_shardings=state_shardings["probes"])
-            if settings.noise_source
-            else None
-        ),
-        sharpness_fn=sharpness_fn,
-    )
+    return train_step
 
 
 # Per-layer update/param norm ratios are logged as "update_ratio/<param path>".
@@ -567,6 +603,93 @@ def train(
       Interrupted: Ctrl-C; the message names the step reached and the checkpoint to resume.
     """
     workdir = pathlib.Path(workdir)
+    program, checkpointer, state, origin = _open(config, workdir, devices, lanes)
+    workload, lane_set = program.workload, program.lanes
+    names = ("",) if lane_set is None else lane_set.names
+    run_dirs = [workdir] if lane_set is None else lane_set.dirs(workdir)
+    start = done = int(state["step"])
+    log = _RunLog(program, config, run_dirs, start)
+    eval_batch = sharding.replicate(workload.eval_batch(), program.mesh)
+    sharpness_every = program.probes.sharpness_every
+    if sharpness_every:
+        sharpness_batch = sharding.shard_batch(program.sharpness_batch(), program.mesh)
+    # XLA:CPU can deadlock when several steps with collectives are in flight (DESIGN.md):
+    # on the CPU backend wait for every step; elsewhere only when logging.
+    sync_every = 1 if jax.default_backend() == "cpu" else config.log_every
+    last_eval: list[dict[str, float]] = []
+    non_finite: set[int] = set()  # lanes whose loss has stopped being finite
+
+    def stop_here(evaluated: bool) -> bool:
+        # With lanes: once every lane has reached it.
+        return bool(
+            stop_at_target and evaluated and all(workload.target.reached(e) for e in last_eval)
+        )
+
+    try:
+        end = config.steps
+        if stop_at_target and start:
+            last_eval = log.evaluate(start, state, eval_batch)
+            if stop_here(True):  # reopened after stopping at its target: stays there
+                end = start
+        for step in range(start, end):
+            if stop_after is not None and step >= stop_after:
+                break
+            state, step_metrics = program.step_fn(state, program.batch(step))
+            done = step + 1
+            log.started(done, step_metrics)
+            final = done == config.steps
+            record = done % config.log_every == 0 or final
+            # The loss is checked before any checkpoint is written, so a non-finite state is
+            # never saved over the last good one (with lanes: unless some lanes are finite).
+            if done % sync_every == 0 or record or checkpointer.should_save(done):
+                checked = "" if sync_every == 1 else f" (checked every {sync_every} steps)"
+                non_finite = _check_finite(
+                    step_metrics["loss"], done, names, non_finite, config, checked, checkpointer
+                )
+            # The sharpness of the params after `done` updates (never at step 0, where an
+            # Adam preconditioner is still zero), in that step's train record.
+            measured = {}
+            if sharpness_every and done % sharpness_every == 0:
+                measured = program.sharpness_fn(state, sharpness_batch)
+            if record or measured:
+                log.train(done, {**step_metrics, **measured})
+            evaluated = final or (config.eval_every and done % config.eval_every == 0)
+            if evaluated:
+                last_eval = log.evaluate(done, state, eval_batch)
+            log.progress.update(1)
+            checkpointer.save(done, state, force=final or stop_here(evaluated))
+            if stop_here(evaluated):
+                break
+        if not last_eval and stop_after is None:
+            # A finished run reopened: where it ended.
+            last_eval = log.evaluate(int(state["step"]), state, eval_batch)
+    except KeyboardInterrupt:
+        log.close(checkpointer)
+        raise Interrupted(
+            f"interrupted at step {done} of {config.steps}; {workdir} resumes from "
+            f"{_checkpoint_name(checkpointer)} when run again with the same command"
+        ) from None
+    except BaseException:
+        log.close(checkpointer)
+        raise
+    log.close(checkpointer)
+    results = [
+        {"eval": e, "target_reached": bool(e) and workload.target.reached(e)}
+        for e in last_eval or [{} for _ in names]
+    ]
+    summary: dict[str, Any] = {"step": int(state["step"]), "origin": origin}
+    if lane_set is None:
+        summary.update(results[0])
+    else:
+        summary["lanes"] = dict(zip(names, results, strict=True))
+    if return_state:
+        summary["state"] = state
+    return summary
+
+
+def _open(config, workdir: pathlib.Path, devices, lanes):
+    """Checks and builds `config`, then creates the workdir and restores or inits the state:
+    (program, checkpointer, state, origin). Prints the run's one-line header."""
     rundir.check_config(workdir, config)
     # Everything that can fail on a bad config fails here, before the workdir exists.
     program = build(config, devices, lanes)
@@ -574,8 +697,6 @@ def train(
     if lane_set is not None:
         lane_set.check_workdir(workdir, config.fork.parent)
     workdir.mkdir(parents=True, exist_ok=True)
-    is_main_process = jax.process_index() == 0
-    workload, mesh = program.workload, program.mesh
     checkpointer = checkpointing.Checkpointer(
         workdir,
         every=config.checkpoint.every,
@@ -592,156 +713,100 @@ def train(
         init_params_from=config.init_params_from or None,
         lineage=rundir.lineage_fields(config),
     )
-    names = ("",) if lane_set is None else lane_set.names
-    run_dirs = [workdir] if lane_set is None else lane_set.dirs(workdir)
     if program.init_probes is not None and "probes" not in state:
         state = {**state, "probes": program.init_probes()}  # resumed or forked: not saved
-    if is_main_process:
+    if jax.process_index() == 0:
         rundir.write_config(workdir, config)
+        num_params, shown = rundir.num_params(program.abstract_state), ""
         if lane_set is not None:
             lane_set.write_dirs(workdir, origin)
-        num_params = rundir.num_params(program.abstract_state)
-        shown = ""
-        if lane_set is not None:
             num_params //= len(lane_set)
             shown = f", {len(lane_set)} lanes"
         print(
             f"{config.workload.name}: {num_params:,} params, "
             f"optimizer {config.optimizer.name}, schedule {config.schedule.name}, "
-            f"mesh {dict(mesh.shape)}{shown}, start {origin}",
+            f"mesh {dict(program.mesh.shape)}{shown}, start {origin}",
             file=sys.stderr,
         )
-    eval_batch = sharding.replicate(workload.eval_batch(), mesh)
-    writers = [metrics.Writer(d, enabled=is_main_process) for d in run_dirs]
-    sharpness_every = program.probes.sharpness_every
-    if sharpness_every:
-        sharpness_batch = sharding.shard_batch(program.sharpness_batch(), mesh)
-    start = int(state["step"])
-    progress = metrics.progress(start, config.steps, config.progress_bar and is_main_process)
-    # XLA:CPU can deadlock when several steps with collectives are in flight (DESIGN.md):
-    # on the CPU backend wait for every step; elsewhere only when logging.
-    sync_every = 1 if jax.default_backend() == "cpu" else config.log_every
-    last_eval: list[dict[str, float]] = []
-    non_finite: set[int] = set()  # lanes whose loss has stopped being finite
-    done = start
+    return program, checkpointer, state, origin
 
-    def per_lane(values: dict) -> list[dict[str, float]]:
+
+class _RunLog:
+    """A run's records: one metrics stream per lane, throughput since the last record, the
+    progress bar. Only process 0 writes."""
+
+    def __init__(self, program: Program, config, run_dirs, start: int):
+        main = jax.process_index() == 0
+        self.program, self.config = program, config
+        self.writers = [metrics.Writer(d, enabled=main) for d in run_dirs]
+        self.progress = metrics.progress(start, config.steps, config.progress_bar and main)
+        self.tic = time.perf_counter()
+        self.throughput = None  # after the first step: its compile time is not throughput
+        self.since = (start, self.tic)
+
+    def per_lane(self, values: dict) -> list[dict[str, float]]:
         """{key: scalar or [lanes]} -> one {key: float} per lane."""
         columns = {k: np.asarray(v, np.float64).reshape(-1) for k, v in values.items()}
-        return [{k: float(c[i]) for k, c in columns.items()} for i in range(len(names))]
+        return [{k: float(c[i]) for k, c in columns.items()} for i in range(len(self.writers))]
 
-    def evaluate(step):
-        results = per_lane(program.eval_fn(state, eval_batch))
-        for writer, result in zip(writers, results, strict=True):
+    def started(self, done: int, step_metrics: dict) -> None:
+        """After each step; the first one (compiled) starts the throughput clock."""
+        if self.throughput is not None:
+            return
+        jax.block_until_ready(step_metrics["loss"])
+        lanes = self.program.lanes
+        self.throughput = metrics.Throughput(
+            self.program.workload,
+            self.program.mesh.devices.flat,
+            self.program.xla_flops_per_step(),
+            lanes=1 if lanes is None else len(lanes),
+        )
+        self.since = (done, time.perf_counter())
+
+    def train(self, done: int, values: dict) -> None:
+        """The train record of step `done` (updates applied; the loss is that of this
+        update's batch, taken at the params before the update), throughput of the whole
+        program (all lanes) since the last record."""
+        now = time.perf_counter()
+        examples = done * self.program.workload.examples_per_step()
+        speed = self.throughput.record(done - self.since[0], now - self.since[1])
+        self.since = (done, now)
+        records = self.per_lane(values)
+        for writer, record in zip(self.writers, records, strict=True):
+            record.update(split="train", step=done, examples=examples, seconds=now - self.tic)
+            writer.write({**record, **speed})
+        best = min((r["loss"] for r in records if math.isfinite(r["loss"])), default=None)
+        self.progress.set_postfix(loss=f"{best:.4f}", refresh=False)
+
+    def evaluate(self, step: int, state, eval_batch) -> list[dict[str, float]]:
+        results = self.per_lane(self.program.eval_fn(state, eval_batch))
+        for writer, result in zip(self.writers, results, strict=True):
             writer.write({"split": "eval", "step": step, **result})
         return results
 
-    def close():
-        progress.close()
+    def close(self, checkpointer) -> None:
+        self.progress.close()
         checkpointer.close()
-        for writer in writers:
+        for writer in self.writers:
             writer.close()
 
-    def stop_here(evaluated: bool) -> bool:
-        # With lanes: once every lane has reached it.
-        return bool(
-            stop_at_target and evaluated and all(workload.target.reached(e) for e in last_eval)
-        )
 
-    tic = time.perf_counter()
-    throughput = None  # after the first step: its compile time is not throughput
-    try:
-        end = config.steps
-        if stop_at_target and start:
-            last_eval = evaluate(start)
-            if stop_here(True):  # reopened after stopping at its target: stays there
-                end = start
-        for step in range(start, end):
-            if stop_after is not None and step >= stop_after:
-                break
-            state, step_metrics = program.step_fn(state, program.batch(step))
-            done = step + 1
-            if throughput is None:
-                jax.block_until_ready(step_metrics["loss"])
-                throughput = metrics.Throughput(
-                    workload,
-                    mesh.devices.flat,
-                    program.xla_flops_per_step(),
-                    lanes=1 if lane_set is None else len(lane_set),
-                )
-                since = (done, time.perf_counter())
-            final = done == config.steps
-            log = done % config.log_every == 0 or final
-            # The loss is checked before any checkpoint is written, so a non-finite state is
-            # never saved over the last good one (with lanes: unless some lanes are finite).
-            if done % sync_every == 0 or log or checkpointer.should_save(done):
-                losses = np.asarray(step_metrics["loss"], np.float64).reshape(-1)
-                bad = set(np.flatnonzero(~np.isfinite(losses)).tolist())
-                if len(bad) == len(losses):
-                    checked = "" if sync_every == 1 else f" (checked every {sync_every} steps)"
-                    where = "" if lane_set is None else f" in all {len(losses)} lanes"
-                    raise NonFiniteLossError(
-                        f"loss is {losses[0]}{where} at step {done}{checked} "
-                        f"({config.workload.name}, {config.optimizer.name}); training "
-                        f"stopped. Last good checkpoint: {_checkpoint_name(checkpointer)}"
-                    )
-                for i in sorted(bad - non_finite):
-                    print(
-                        f"lane {names[i]}: loss is {losses[i]} at step {done}; the other lanes "
-                        "go on",
-                        file=sys.stderr,
-                    )
-                non_finite |= bad
-            # The sharpness of the params after `done` updates (never at step 0, where an
-            # Adam preconditioner is still zero), in that step's train record.
-            measured = {}
-            if sharpness_every and done % sharpness_every == 0:
-                measured = program.sharpness_fn(state, sharpness_batch)
-            if log or measured:
-                # `step` counts the updates applied, as in eval records; the loss is that of
-                # this update's batch, taken at the params before the update.
-                now = time.perf_counter()
-                examples = done * workload.examples_per_step()
-                # Throughput of the whole program (all lanes) since the last record.
-                speed = throughput.record(done - since[0], now - since[1])
-                since = (done, now)
-                records = per_lane({**step_metrics, **measured})
-                for writer, record in zip(writers, records, strict=True):
-                    record.update(split="train", step=done, examples=examples, seconds=now - tic)
-                    writer.write({**record, **speed})
-                best = min((r["loss"] for r in records if math.isfinite(r["loss"])), default=None)
-                progress.set_postfix(loss=f"{best:.4f}", refresh=False)
-            evaluated = final or (config.eval_every and done % config.eval_every == 0)
-            if evaluated:
-                last_eval = evaluate(done)
-            progress.update(1)
-            checkpointer.save(done, state, force=final or stop_here(evaluated))
-            if stop_here(evaluated):
-                break
-        if not last_eval and stop_after is None:
-            last_eval = evaluate(int(state["step"]))  # a finished run reopened: where it ended
-    except KeyboardInterrupt:
-        close()
-        raise Interrupted(
-            f"interrupted at step {done} of {config.steps}; {workdir} resumes from "
-            f"{_checkpoint_name(checkpointer)} when run again with the same command"
-        ) from None
-    except BaseException:
-        close()
-        raise
-    close()
-    results = [
-        {"eval": e, "target_reached": bool(e) and workload.target.reached(e)}
-        for e in last_eval or [{} for _ in names]
-    ]
-    summary: dict[str, Any] = {"step": int(state["step"]), "origin": origin}
-    if lane_set is None:
-        summary.update(results[0])
-    else:
-        summary["lanes"] = dict(zip(names, results, strict=True))
-    if return_state:
-        summary["state"] = state
-    return summary
+def _check_finite(loss, done, names, non_finite, config, checked, checkpointer) -> set[int]:
+    """The lanes whose loss is not finite, reporting the new ones; NonFiniteLossError when
+    none is left (a single run: its loss)."""
+    losses = np.asarray(loss, np.float64).reshape(-1)
+    bad = set(np.flatnonzero(~np.isfinite(losses)).tolist())
+    if len(bad) == len(losses):
+        where = "" if len(names) == 1 else f" in all {len(losses)} lanes"
+        raise NonFiniteLossError(
+            f"loss is {losses[0]}{where} at step {done}{checked} "
+            f"({config.workload.name}, {config.optimizer.name}); training "
+            f"stopped. Last good checkpoint: {_checkpoint_name(checkpointer)}"
+        )
+    for i in sorted(bad - non_finite):
+        print(f"lane {names[i]}: loss is {losses[i]} at step {done}; the other lanes go on",
+              file=sys.stderr)  # fmt: skip
+    return non_finite | bad
 
 
 def _checkpoint_name(checkpointer: checkpointing.Checkpointer) -> str:
