@@ -29,7 +29,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from schedules._common import _as_step, _const, _float_dtype, _is_int, _known
-from schedules._validation import check_choice, check_float, check_int
+from schedules._validation import check_array, check_choice, check_float, check_int
 
 _KINDS = ("sgd", "adam")
 _MAX_CHUNK = 1 << 22  # elements per chunk of the running median
@@ -61,31 +61,6 @@ def _smooth(values: np.ndarray, width: int) -> np.ndarray:
     pad = 2 * width
     padded = np.pad(values, (0, pad), mode="reflect")
     return _running_median(padded, width)[: len(values)]
-
-
-def _check_norms(where: str, grad_norms) -> np.ndarray:
-    try:
-        norms = np.asarray(grad_norms, dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise ValueError(
-            f"{where}: `grad_norms` must be a 1-D array of positive finite numbers ({err})"
-        ) from None
-    if norms.ndim != 1 or norms.size < 2:
-        raise ValueError(
-            f"{where}: `grad_norms` must be a 1-D array of at least 2 positive finite numbers, "
-            f"got shape {norms.shape}"
-        )
-    bad = ~np.isfinite(norms)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ValueError(
-            f"{where}: `grad_norms` must be finite; entry {i} is {norms[i]!r} "
-            f"({int(bad.sum())} non-finite entries; drop or interpolate them first)"
-        )
-    if (norms <= 0).any():
-        i = int(np.argmax(norms <= 0))
-        raise ValueError(f"{where}: `grad_norms` must be > 0; entry {i} is {norms[i]!r}")
-    return norms
 
 
 def refined_values(
@@ -126,7 +101,10 @@ def refined_values(
       Rate Scheduling by Refinement" (arXiv 2310.07831).
     """
     where = "refined"
-    norms = _check_norms(where, grad_norms)
+    norms = check_array(
+        where, "`grad_norms`", grad_norms, minimum=0.0, strict=True, min_size=2,
+        hint="; drop or interpolate non-finite entries first",
+    )  # fmt: skip
     kind = check_choice(where, "kind", kind, _KINDS)
     smoothing = check_float(where, "smoothing", smoothing, 0.0, 1.0, open_max=True, static=True)
     n = len(norms) if resolution is None else check_int(where, "resolution", resolution, 2)

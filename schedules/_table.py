@@ -8,11 +8,10 @@ can train one and record its exact rates.
 from collections.abc import Callable, Sequence
 
 import jax.numpy as jnp
-import numpy as np
 from jax.typing import ArrayLike
 
 from schedules._common import _as_step, _const, _float_dtype, _is_int, _known
-from schedules._validation import check_float
+from schedules._validation import check_array, check_float
 
 
 def table(peak: ArrayLike, values: Sequence[float]) -> Callable:
@@ -40,20 +39,7 @@ def table(peak: ArrayLike, values: Sequence[float]) -> Callable:
     """
     where = "table"
     peak = check_float(where, "peak", peak, 0.0)
-    try:
-        rates = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"{where}: `values` must be a 1-D list of numbers") from None
-    if rates.ndim != 1 or rates.size == 0:
-        raise ValueError(
-            f"{where}: `values` must be a non-empty 1-D list of numbers, got shape {rates.shape}"
-        )
-    bad = ~np.isfinite(rates) | (rates < 0)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ValueError(
-            f"{where}: `values` must be finite and >= 0, got {float(rates[i])!r} at index {i}"
-        )
+    rates = check_array(where, "`values`", values, minimum=0.0)
     n = rates.size
     scaled = rates * peak if _known(peak) else None  # float64 products, or scaled when traced
 

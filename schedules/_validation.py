@@ -137,6 +137,42 @@ def check_choice(where: str, name: str, value: Any, choices: Sequence[str]) -> s
     return value
 
 
+def check_array(
+    where: str,
+    name: str,
+    values: Any,
+    *,
+    minimum: float | None = None,
+    strict: bool = False,
+    min_size: int = 1,
+    index: str = "index",
+    hint: str = "",
+) -> np.ndarray:
+    """`values` as a 1-D float64 array of at least `min_size` finite numbers, each >= `minimum`
+    (> with `strict`) when given; otherwise a ValueError naming the first bad entry by `index`
+    ("step" for per-step rates) and ending with `hint`."""
+    what = "a non-empty 1-D array of" if min_size == 1 else f"a 1-D array of at least {min_size}"
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        _fail(where, f"{name} must be {what} numbers")
+    if array.ndim != 1 or array.size < min_size:
+        _fail(where, f"{name} must be {what} numbers, got shape {array.shape}")
+    bad = ~np.isfinite(array)
+    allowed = "finite"
+    if minimum is not None:
+        bad |= (array <= minimum) if strict else (array < minimum)
+        allowed = f"finite and {'>' if strict else '>='} {minimum:g}"
+    if bad.any():
+        i = int(np.argmax(bad))
+        count = f" ({int(bad.sum())} such entries)" if bad.sum() > 1 else ""
+        _fail(
+            where,
+            f"{name} must be {allowed}, got {float(array[i])!r} at {index} {i}{count}{hint}",
+        )
+    return array
+
+
 def check_callable(where: str, name: str, value: Any) -> Callable:
     """Returns `value`, or raises unless it is callable (a schedule)."""
     if not callable(value):

@@ -66,6 +66,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from schedules._common import _as_step, _float_dtype
+from schedules._validation import check_array
 
 KINDS = ("annealing", "multipower")
 PARAM_NAMES = {
@@ -1221,28 +1222,7 @@ def _check_params(where, law) -> None:
 
 
 def _check_lrs(where: str, name: str, lrs) -> np.ndarray:
-    try:
-        arr = np.asarray(lrs, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"{where}: {name} must be a 1-D array of learning rates") from None
-    if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(
-            f"{where}: {name} must be a non-empty 1-D array of learning rates, got shape "
-            f"{arr.shape}"
-        )
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ValueError(
-            f"{where}: {name} has a non-finite learning rate {float(arr[i])!r} at step {i}"
-        )
-    if (arr < 0).any():
-        i = int(np.argmax(arr < 0))
-        raise ValueError(
-            f"{where}: {name} has a negative learning rate {float(arr[i])!r} at step {i}; "
-            "rates must be >= 0"
-        )
-    return arr
+    return check_array(where, name, lrs, minimum=0.0, index="step")
 
 
 def _check_curve(where, name, lrs, steps, losses) -> _Curve:

@@ -542,8 +542,14 @@ def _good():
         (lambda r, s, y: (r, np.r_[s[:-1], 101], y), r"run-a: step 101 goes past the schedule"),
         (lambda r, s, y: (r, np.r_[0, s[1:]], y), r"run-a: steps must be >= 1"),
         (lambda r, s, y: (r, s + 0.5, y), r"run-a: steps must be integers"),
-        (lambda r, s, y: (np.r_[r[:50], -1e-4, r[51:]], s, y), r"run-a: lrs has a negative"),
-        (lambda r, s, y: (np.r_[r[:50], np.inf, r[51:]], s, y), r"run-a: lrs has a non-finite"),
+        (
+            lambda r, s, y: (np.r_[r[:50], -1e-4, r[51:]], s, y),
+            r"run-a: lrs must be finite and >= 0, got -0.0001 at step 50",
+        ),
+        (
+            lambda r, s, y: (np.r_[r[:50], np.inf, r[51:]], s, y),
+            r"run-a: lrs must be finite and >= 0, got inf at step 50",
+        ),
         (lambda r, s, y: (r, s, y[:-1]), r"run-a: losses must have one value per step"),
     ],
 )
@@ -601,7 +607,7 @@ def test_bad_law_parameters_and_schedule_options_are_refused():
         laws.optimal_schedule(law, 100, 1e-3, min_lr=1e-3)
     with pytest.raises(ValueError, match=r"`peak` must be a finite number > 0"):
         laws.optimal_schedule(law, 100, 0.0)
-    with pytest.raises(ValueError, match=r"`lrs` has a negative learning rate"):
+    with pytest.raises(ValueError, match=r"`lrs` must be finite and >= 0, got -.* at step"):
         laws.annealing_areas([1.0, -1.0])
     with pytest.raises(ValueError, match=r"curve: step 5 goes past the schedule"):
         law.predict(np.ones(4), [1, 5])
