@@ -25,6 +25,7 @@ a run can resume or branch on a mesh of another shape than the one that saved it
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pathlib
 import sys
@@ -50,6 +51,20 @@ def _describe(err: BaseException) -> str:
     text = lines[0] if lines else ""
     text = text if len(text) <= 300 else text[:297] + "..."
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+@contextlib.contextmanager
+def _quiet_absl(quiet: bool):
+    """absl's warnings off inside the block when `quiet` (back to what they were after)."""
+    from absl import logging
+
+    before = logging.get_verbosity()
+    if quiet:
+        logging.set_verbosity(logging.ERROR)
+    try:
+        yield
+    finally:
+        logging.set_verbosity(before)
 
 
 class Checkpointer:
@@ -80,16 +95,18 @@ class Checkpointer:
         saves: list = [save_decision_policy.FixedIntervalPolicy(every)] if every else []
         if keep_steps:
             saves.append(save_decision_policy.SpecificStepsPolicy(list(keep_steps)))
-        options = ocp.CheckpointManagerOptions(
-            save_decision_policy=save_decision_policy.AnySavePolicy(saves),
-            preservation_policy=preservation_policy.AnyPreservationPolicy(policies),
-            enable_async_checkpointing=False,
-            read_only=read_only,
-            create=not read_only,
-        )
-        self.manager = ocp.CheckpointManager(
-            self.directory, options=options, item_names=("params", "train")
-        )
+        # Orbax warns that a read-only manager saves nothing, which is the point of one.
+        with _quiet_absl(read_only):
+            options = ocp.CheckpointManagerOptions(
+                save_decision_policy=save_decision_policy.AnySavePolicy(saves),
+                preservation_policy=preservation_policy.AnyPreservationPolicy(policies),
+                enable_async_checkpointing=False,
+                read_only=read_only,
+                create=not read_only,
+            )
+            self.manager = ocp.CheckpointManager(
+                self.directory, options=options, item_names=("params", "train")
+            )
 
     def steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
