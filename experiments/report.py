@@ -95,7 +95,10 @@ def throughput(train: list[dict]) -> dict:
 def _label(workdir: pathlib.Path, config: dict, lineage: dict | None) -> str:
     schedule = config["schedule"]["name"]
     if lineage is not None:
-        return f"{workdir.parent.parent.name}/decay@{lineage['step']}"
+        branch = config["schedule"].get("branch") or {}
+        if branch.get("at_step", -1) >= 0:  # a WSD branch (experiments.branch)
+            return f"{workdir.parent.parent.name}/decay@{lineage['step']}"
+        return f"{workdir.name} (fork of {pathlib.Path(lineage['parent']).name}@{lineage['step']})"
     return f"{workdir.name} ({config['optimizer']['name']}, {schedule})"
 
 

@@ -5,9 +5,10 @@
 
 Five optimizers (AdamW, SGD with heavy-ball momentum, LARS, TVLARS, LAMB) at batch sizes 32
 to 1024; each learning rate tuned per batch size over the sqrt rule times 1/2, 1, 2 from
-a reference learning rate at batch 128 (chosen by a coarse sweep at batch 128, see
-BENCHMARKS.md), linear warm-up over 2,048 examples (TVLARS: none, its trust-ratio factor
-replaces warm-up), then constant; no weight decay, so that the optimizers differ only in their
+a reference learning rate at batch 128 (from a coarse sweep at batch 128 during development,
+not recorded; in the study's own tuned grid every optimizer kept that middle value at 128),
+linear warm-up over 2,048 examples (TVLARS: none, its trust-ratio factor replaces warm-up),
+then constant; no weight decay, so that the optimizers differ only in their
 update rule. A run stops at its first evaluation at the target (test accuracy 0.90) or after
 `max_examples` examples or `max_steps` steps.
 
