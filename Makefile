@@ -41,9 +41,10 @@ run: $(PLOTS_STAMP)
 demo: $(STAMP)
 	$(PY) -m experiments.demo
 
-## make test: the whole suite on CPU with 8 simulated devices.
+## make test: the quick tier (not the tests marked slow in tests/conftest.py);
+## make test FULL=1: everything, as CI runs it (.ci/run).
 test: $(DEV_STAMP)
-	$(PY) -m pytest -n 2 -q tests --doctest-modules optlib schedules
+	$(PY) -m pytest -n 2 -q tests --doctest-modules optlib schedules $(if $(FULL),,-m "not slow")
 
 ## make bench: step time against optax and the memory floor; writes a table to stdout.
 bench: $(STAMP)

@@ -36,3 +36,53 @@ def x64():
         yield
     finally:
         jax.config.update("jax_enable_x64", previous)
+
+
+# `make test` runs the quick tier: every test but these, the slowest end-to-end checks
+# (commands, notebooks, two-process runs, whole studies) and the contract table's
+# mesh/cond/accumulation rows, chosen from `pytest --durations` on a 2-core CPU (2026-12-01:
+# together ~75% of the suite's time). `make test FULL=1` runs everything; CI always does.
+SLOW_MODULES = {
+    "test_aot", "test_batch_size", "test_benchmarks", "test_checkpoint_fallback", "test_colabs",
+    "test_lm_scale", "test_multiprocess", "test_predict", "test_probes_loop", "test_smoke",
+    "test_sweep", "test_throughput", "test_tpu_scripts",
+}  # fmt: skip
+SLOW_TESTS = {
+    "test_accumulation": {"test_microbatches_in_the_sharded_loop"},
+    "test_contract": {
+        "test_sharded_state_and_step_match_single_device",
+        "test_state_keeps_shapes_and_dtypes_through_cond",
+        "test_state_keeps_shardings_through_cond",
+        "test_multi_steps_mini_steps_are_zero",
+        "test_accumulation_over_different_microbatches",
+    },
+    "test_experiments": {
+        "test_every_workload_runs_a_few_sharded_steps",
+        "test_study_runs_at_toy_size",
+        "test_fork_onto_another_mesh",
+        "test_sharded_equals_single_device",
+    },
+    "test_hypergradient": {"test_logreg_alpha_rises_then_settles"},
+    "test_laws": {"test_law_optimal_schedule_is_feasible_and_beats_cosine_and_wsd_under_the_law"},
+    "test_prospect": {
+        "test_linear_convergence_beats_biased_sgd",
+        "test_linear_and_full_tables_agree_and_epoch_runner",
+    },
+    "test_schedule_free": {"test_recompute_batch_stats_at_the_eval_point"},
+    "test_spectral": {
+        "test_worst_case_weights_properties",
+        "test_worst_case_weights_against_brute_force_qp",
+        "test_spectra_are_valid_for_many_sizes",
+        "test_weight_at_rank_float32_precision_matches_float64_pav",
+    },
+    "test_workloads": {"test_steps_decrease_the_loss"},
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    del config
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        name = getattr(item, "originalname", item.name)
+        if module in SLOW_MODULES or name in SLOW_TESTS.get(module, ()):
+            item.add_marker(pytest.mark.slow)
