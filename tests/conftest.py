@@ -82,7 +82,8 @@ SLOW_TESTS = {
 def pytest_collection_modifyitems(config, items):
     del config
     for item in items:
-        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        module = getattr(item, "module", None)  # doctests have none: never slow
+        module = module.__name__.rsplit(".", 1)[-1] if module else ""
         name = getattr(item, "originalname", item.name)
         if module in SLOW_MODULES or name in SLOW_TESTS.get(module, ()):
             item.add_marker(pytest.mark.slow)
