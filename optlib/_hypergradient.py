@@ -243,7 +243,7 @@ def hypergradient(
 def sgd_hd(
     learning_rate: optax.ScalarOrSchedule = 1e-3,
     beta: ArrayLike = 1e-3,
-    momentum: ArrayLike = 0.0,
+    momentum: ArrayLike | None = None,
     nesterov: bool = False,
     weight_decay: ArrayLike = 0.0,
     safeguard: bool = False,
@@ -264,7 +264,10 @@ def sgd_hd(
         schedule (see `hypergradient`).
       beta: hypergradient step size >= 0 (paper: 1e-3 for SGD and SGDN; the reference
         class's default of 1e-6 is not the one its experiments ran with).
-      momentum: momentum coefficient in [0, 1); 0 is plain SGD-HD.
+      momentum: momentum coefficient in [0, 1); None (default) or 0 is plain SGD-HD, with no
+        momentum buffer. As in ``optax.sgd``, None stays static under
+        ``optax.inject_hyperparams``, so the injected state equals the plain one; an injected
+        number (0.0 included) keeps a buffer.
       nesterov: Nesterov momentum (needs ``momentum > 0``, as in the reference).
       weight_decay, safeguard, alpha_min, alpha_max, max_growth: see `hypergradient`.
 
@@ -289,9 +292,12 @@ def sgd_hd(
     """
     if not isinstance(nesterov, bool):
         raise ValueError(f"nesterov must be True or False, got {nesterov!r}")
-    _validation.check_beta("momentum", momentum)
+    if momentum is not None:
+        _validation.check_beta("momentum", momentum)
     # An injected (array) momentum keeps its buffer, so init and update agree on the state.
-    plain = not isinstance(momentum, jax.Array) and _validation.is_zero(momentum)
+    plain = momentum is None or (
+        not isinstance(momentum, jax.Array) and _validation.is_zero(momentum)
+    )
     if nesterov and plain:
         raise ValueError("nesterov=True needs a momentum in (0, 1), got momentum=0")
     direction = optax.identity() if plain else optax.trace(momentum, nesterov=nesterov)

@@ -357,3 +357,12 @@ def test_weight_decay_needs_params():
     state = opt.init(jnp.ones(2))
     with pytest.raises(ValueError, match="params"):
         opt.update(jnp.ones(2), state)
+
+
+def test_default_sgd_hd_state_is_the_same_under_inject_hyperparams():
+    # optax's harness compares the two states; momentum=None stays static under injection, as
+    # in optax.sgd, so no momentum buffer appears on one side only.
+    params = {"w": jnp.ones((2, 3)), "b": jnp.zeros(2)}
+    plain = optlib.sgd_hd(1e-3).init(params)
+    injected = optax.inject_hyperparams(optlib.sgd_hd)(learning_rate=1e-3).init(params)
+    chex.assert_trees_all_equal_structs(injected.inner_state, plain)
